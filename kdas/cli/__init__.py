@@ -1,0 +1,1 @@
+"""Thin Typer commands: each parses options and calls one library function."""

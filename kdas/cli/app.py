@@ -1,0 +1,67 @@
+"""The `kdas` command: groups are registered here, errors become one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from kdas import __version__
+from kdas.errors import KdasError
+
+app = typer.Typer(
+    name="kdas",
+    help="KDAS-ReID: teacher, KD-guided architecture search, student, export, retrieval runtime.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdas {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """KDAS-ReID for person re-identification, from data to a deployed retrieval service."""
+
+
+def _register() -> None:
+    # Imported here so each group module stays a plain list of commands.
+    from kdas.cli import data as data_cli
+
+    app.add_typer(data_cli.app, name="data", help="Synthesise and inspect Re-ID data sets.")
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; a KdasError prints `error: ...` on one line and exits with its code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except KdasError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors carry their own exit codes
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

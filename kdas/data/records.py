@@ -1,0 +1,38 @@
+"""The records every layout returns and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class ImageRecord(NamedTuple):
+    """One image: its path, identity and camera.
+
+    In `train`, pid is the relabelled class index 0..N-1 (sorted original ids); in `query` and
+    `gallery` it is the original id (0 marks a distractor). camid is 0-based.
+    """
+
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass
+class ReIDSplits:
+    """A Re-ID data set as three record lists, plus what the loader noticed."""
+
+    name: str
+    root: str
+    train: list[ImageRecord]
+    query: list[ImageRecord]
+    gallery: list[ImageRecord]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_train_pids(self) -> int:
+        return len({r.pid for r in self.train})
+
+    @property
+    def num_cameras(self) -> int:
+        return len({r.camid for r in (*self.train, *self.query, *self.gallery)})

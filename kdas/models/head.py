@@ -1,0 +1,62 @@
+"""The Re-ID head every kdas model shares: pool -> f -> BNNeck -> bias-free classifier.
+
+One head means teacher, supernet and student have the same contract: training forward gives
+`(logits, f)` (f feeds the triplet loss, logits the CE / distillation loss), eval forward gives
+the BNNeck feature, which is what retrieval uses.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ReIDHead(nn.Module):
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.bnneck = nn.BatchNorm1d(in_channels)
+        self.bnneck.bias.requires_grad_(False)  # BNNeck: a shift would only move every feature
+        self.classifier = nn.Linear(in_channels, num_classes, bias=False)
+        nn.init.ones_(self.bnneck.weight)
+        nn.init.zeros_(self.bnneck.bias)
+        nn.init.normal_(self.classifier.weight, std=0.001)
+
+    def forward(self, feature_map: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        f = self.pool(feature_map).flatten(1)
+        neck = self.bnneck(f)
+        if not self.training:
+            return neck
+        return self.classifier(neck), f
+
+
+class ReIDModel(nn.Module):
+    """A backbone producing a feature map, followed by the shared `ReIDHead`.
+
+    `forward_features` / `forward_head` are split (as in timm) so export, distillation and
+    feature extraction take the part they need without rewriting forward.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = ReIDHead(feature_channels, num_classes)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.head.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.head.num_classes
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward_head(self, feature_map: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.head(feature_map)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_head(self.forward_features(x))

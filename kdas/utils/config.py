@@ -1,0 +1,159 @@
+"""Typed configs: dataclasses built from TOML/YAML/JSON dicts, with errors that name the key.
+
+Every stage has one dataclass config; it is saved beside the artifact it made (`config.json`)
+and its hash decides whether a pipeline stage is up to date.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from kdas.errors import KdasError
+
+T = TypeVar("T")
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML, YAML or JSON file into a dict; one clear error when it is missing or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise KdasError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise KdasError(f"config {path}: unknown extension {path.suffix!r} (use .toml, .yaml or .json)")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise KdasError(f"config {path} does not parse: {exc}") from None
+    if not isinstance(data, dict):
+        raise KdasError(f"config {path} must hold a table/mapping at the top level")
+    return data
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge `override` into `base` recursively; `None` values in `override` are ignored, so
+    CLI options that were not given leave the file's value alone."""
+    merged = dict(base)
+    for key, value in override.items():
+        if value is None:
+            continue
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _convert(value: Any, annotation: Any, where: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, where)
+            except KdasError as exc:
+                errors.append(str(exc))
+        raise KdasError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is typing.Literal:
+        if value not in args:
+            raise KdasError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if dataclasses.is_dataclass(annotation):
+        if isinstance(value, annotation):
+            return value
+        if not isinstance(value, Mapping):
+            raise KdasError(f"{where}: expected a table, got {value!r}")
+        return from_dict(annotation, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise KdasError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise KdasError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+        item_type = args[0] if args else Any
+        items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise KdasError(f"{where}: expected a table, got {value!r}")
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise KdasError(f"{where}: expected true or false, got {value!r}")
+    if annotation is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise KdasError(f"{where}: expected a number, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise KdasError(f"{where}: expected an integer, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise KdasError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a mapping, converting nested tables and checking types.
+
+    Unknown keys are an error (a typo must not be silently ignored); missing keys take defaults.
+    """
+    if not dataclasses.is_dataclass(cls):
+        raise TypeError(f"{cls!r} is not a dataclass")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise KdasError(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
+        )
+    kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise KdasError(f"{where}: {exc}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a dataclass config (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_hash(config: Any) -> str:
+    """A short stable hash of a config, used to tell whether an artifact is up to date."""
+    payload = json.dumps(to_dict(config) if dataclasses.is_dataclass(config) else config, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_typed_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+    """File values, then CLI overrides on top, into the typed config `cls`."""
+    data = load_config_file(path) if path else {}
+    if overrides:
+        data = deep_merge(data, overrides)
+    return from_dict(cls, data, where=str(path) if path else "config")
