@@ -24,7 +24,13 @@ class ReIDHead(nn.Module):
         nn.init.zeros_(self.bnneck.bias)
         nn.init.normal_(self.classifier.weight, std=0.001)
 
-    def forward(self, feature_map: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """Class logits in the current mode; a teacher in eval mode gives its soft targets here."""
+        return self.classifier(self.bnneck(self.pool(feature_map).flatten(1)))
+
+    def forward(
+        self, feature_map: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         f = self.pool(feature_map).flatten(1)
         neck = self.bnneck(f)
         if not self.training:
@@ -55,8 +61,14 @@ class ReIDModel(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
 
-    def forward_head(self, feature_map: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward_head(
+        self, feature_map: torch.Tensor
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.head(feature_map)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.forward_head(self.forward_features(x))
+
+    def classify(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits whatever the mode: how distillation reads an eval-mode teacher."""
+        return self.head.logits(self.forward_features(x))

@@ -1,0 +1,1 @@
+"""The training loop shared by teacher and student: checkpoints, DDP, logging, evaluation."""

@@ -1,0 +1,88 @@
+"""Typed configs of the training stages; saved whole in each artifact's config.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kdas.constants import DEFAULT_INPUT_SIZE
+from kdas.models.spec import StudentArch, TeacherArch
+
+
+@dataclass
+class DataConfig:
+    root: str = ""
+    layout: str = "market1501"
+    options: dict[str, Any] = field(default_factory=dict)  # layout options (variant, merge_val...)
+    size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (height, width)
+    p: int = 8  # identities per batch
+    k: int = 4  # images per identity
+    batches_per_epoch: int | None = None  # None: about one pass over the images
+    num_workers: int = 2
+    skip_corrupt: bool = False
+    flip_prob: float = 0.5
+    pad: int = 10
+    random_erasing: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    schedule: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_epochs: int = 10
+    warmup_factor: float = 0.01
+    milestones: tuple[int, ...] = (40, 70)
+    gamma: float = 0.1
+    min_lr: float = 0.0  # where cosine ends
+    grad_clip: float | None = None
+
+
+@dataclass
+class LossConfig:
+    kd: Literal["none", "constant", "dynamic"] = "none"
+    t0: float = 2.0
+    t_floor: float = 1.0
+    decay_fraction: float = 0.95
+    lambda_kd: float = 1.0
+    lambda_triplet: float = 1.0
+    margin: float = 0.3
+    label_smoothing: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    epochs: int = 60
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 autocast on CPU or CUDA, fp16 CUDA
+    channels_last: bool | None = None  # None: on CUDA only
+    threads: int | None = None  # torch intra-op threads on CPU
+    eval_every: int = 10  # 0: evaluate once, at the end
+    eval_flip: bool = False
+    eval_batch_size: int = 64
+    progress: bool = True
+
+
+@dataclass
+class TeacherTrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: TeacherArch = field(default_factory=TeacherArch)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+@dataclass
+class StudentTrainConfig:
+    """Paper 4.2.2: Adam 3.5e-4, wd 5e-4, P×K 8×4, 200 epochs, the search's objective."""
+
+    genotype: str = ""  # path to genotype.json
+    teacher: str = ""  # teacher artifact folder ("" with loss.kd = "none")
+    data: DataConfig = field(default_factory=DataConfig)
+    model: StudentArch = field(default_factory=StudentArch)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))
+    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200))

@@ -1,0 +1,167 @@
+"""Evaluate a Re-ID model on a data set's query/gallery split, sharded over DDP ranks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kdas.data.records import ImageRecord, ReIDSplits
+from kdas.engine.distributed import DistContext, broadcast_object, gather_arrays
+from kdas.engine.precision import check_precision, resolve_device
+from kdas.utils.atomic import atomic_write_json
+
+
+def _extract_sharded(
+    ctx: DistContext,
+    model: torch.nn.Module,
+    records: list[ImageRecord],
+    size: tuple[int, int],
+    batch_size: int,
+    flip: bool,
+    precision: str,
+    num_workers: int,
+    progress: bool,
+) -> np.ndarray | None:
+    from kdas.evaluation.extract import extract_features
+
+    shard = records[ctx.rank :: ctx.world_size]
+    feats = extract_features(
+        model,
+        shard,
+        size,
+        batch_size=batch_size,
+        flip=flip,
+        device=ctx.device,
+        num_workers=num_workers,
+        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+        progress=progress and ctx.is_main,
+    ).features
+    parts = gather_arrays(ctx, feats)
+    if parts is None:
+        return None
+    out = np.empty((len(records), feats.shape[1]), dtype=np.float32)
+    for rank, part in enumerate(parts):
+        out[rank :: ctx.world_size] = part
+    return out
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    splits: ReIDSplits,
+    size: tuple[int, int],
+    ctx: DistContext | None = None,
+    batch_size: int = 64,
+    flip: bool = False,
+    precision: str = "fp32",
+    num_workers: int = 0,
+    rerank: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """rank-1/5/10, mAP, mINP (the same numbers on every rank)."""
+    from kdas.evaluation import compute_distance_matrix, evaluate_rank
+    from kdas.evaluation import rerank as k_rerank
+
+    ctx = ctx or DistContext(device=next(model.parameters()).device)
+    was_training = model.training
+    model.eval()
+    args = (size, batch_size, flip, precision, num_workers, progress)
+    q = _extract_sharded(ctx, model, splits.query, *args)
+    g = _extract_sharded(ctx, model, splits.gallery, *args)
+    model.train(was_training)
+    metrics = None
+    if ctx.is_main:
+        distmat = compute_distance_matrix(q, g, metric="cosine")
+        if rerank:
+            distmat = k_rerank(
+                distmat,
+                compute_distance_matrix(q, q, metric="cosine"),
+                compute_distance_matrix(g, g, metric="cosine"),
+            )
+        result = evaluate_rank(
+            distmat,
+            np.array([r.pid for r in splits.query]),
+            np.array([r.pid for r in splits.gallery]),
+            np.array([r.camid for r in splits.query]),
+            np.array([r.camid for r in splits.gallery]),
+        )
+        metrics = result.to_dict()
+    return broadcast_object(ctx, metrics)
+
+
+def evaluate_artifact(
+    model_dir: str | Path,
+    data_root: str,
+    layout: str,
+    out_dir: str | Path | None = None,
+    options: dict[str, Any] | None = None,
+    rerank: bool = False,
+    flip: bool = False,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> dict[str, Any]:
+    """`kdas eval`: metrics of a model folder on a data set, plus a rank list and a CMC plot."""
+    from kdas.data.layouts import load_dataset
+    from kdas.evaluation import compute_distance_matrix, evaluate_rank
+    from kdas.evaluation import rerank as k_rerank
+    from kdas.evaluation.extract import extract_features
+    from kdas.evaluation.plots import plot_cmc, plot_rank_list
+    from kdas.models import load as load_model
+
+    loaded = load_model(str(model_dir))
+    splits = load_dataset(data_root, layout, **(options or {}))
+    ctx = DistContext(device=resolve_device(device))
+    check_precision(precision, ctx.device)
+    model = loaded.model.to(ctx.device)
+    size = tuple(loaded.spec.input_size)
+    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    feats = {
+        name: extract_features(
+            model,
+            records,
+            size,
+            batch_size=batch_size,
+            flip=flip,
+            device=ctx.device,
+            num_workers=num_workers,
+            autocast_dtype=autocast_dtype,
+        ).features
+        for name, records in (("query", splits.query), ("gallery", splits.gallery))
+    }
+    distmat = compute_distance_matrix(feats["query"], feats["gallery"], metric="cosine")
+    if rerank:
+        distmat = k_rerank(
+            distmat,
+            compute_distance_matrix(feats["query"], feats["query"], metric="cosine"),
+            compute_distance_matrix(feats["gallery"], feats["gallery"], metric="cosine"),
+        )
+    result = evaluate_rank(
+        distmat,
+        np.array([r.pid for r in splits.query]),
+        np.array([r.pid for r in splits.gallery]),
+        np.array([r.camid for r in splits.query]),
+        np.array([r.camid for r in splits.gallery]),
+    )
+    out = Path(out_dir) if out_dir else Path(model_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    report = {
+        "model": str(model_dir),
+        "weights_sha256": loaded.weights_sha256,
+        "data": {"root": str(data_root), "layout": layout, "options": options or {}},
+        "rerank": rerank,
+        "flip": flip,
+        "precision": precision,
+        "num_query": len(splits.query),
+        "num_gallery": len(splits.gallery),
+        "metrics": result.to_dict(),
+        "cmc": [float(v) for v in result.cmc],
+        "out_dir": str(out),
+    }
+    atomic_write_json(out / "metrics.json", report)
+    plot_rank_list(distmat, splits.query, splits.gallery, out / "rank_list.png")
+    plot_cmc({loaded.spec.kind: result.cmc}, out / "cmc.png")
+    return report

@@ -1,0 +1,47 @@
+"""Devices and mixed precision: CUDA AMP, and bf16 autocast on CPU (AVX-512 bf16 / AMX)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+
+from kdas.errors import BackendUnavailable, KdasError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(
+            f"device {name!r} asked for, but this machine has no usable CUDA device; "
+            "use --device cpu (or install kdas[gpu] on a GPU machine)"
+        )
+    return device
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision == "fp16" and device.type != "cuda":
+        raise KdasError("precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
+    if precision not in ("fp32", "bf16", "fp16"):
+        raise KdasError(f"unknown precision {precision!r} (fp32, bf16 or fp16)")
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, precision: str) -> Iterator[None]:
+    """fp32: nothing; bf16: autocast on the device; fp16: CUDA autocast (with a GradScaler)."""
+    if precision == "fp32":
+        yield
+        return
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+def make_grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """fp16 gradients need loss scaling; bf16 has fp32's range and needs none."""
+    if precision == "fp16" and device.type == "cuda":
+        return torch.amp.GradScaler("cuda")
+    return None

@@ -1,0 +1,233 @@
+"""Training stages as library calls: `train_teacher` and `train_student` (the CLI wraps them).
+
+Each writes one artifact folder: config.json (the whole typed config + model spec + facts),
+model.safetensors, metrics.json, log.jsonl and checkpoints/.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdas.data.records import ReIDSplits
+from kdas.engine.config import DataConfig, LossConfig, StudentTrainConfig, TeacherTrainConfig
+from kdas.engine.distributed import DistContext, barrier, setup_distributed
+from kdas.engine.logs import console
+from kdas.engine.trainer import LAST_CHECKPOINT, TrainResult, fit
+from kdas.errors import KdasError
+from kdas.losses import KDSchedule, ReIDObjective
+from kdas.models.artifacts import CONFIG_FILE, WEIGHTS_FILE, save_model_artifact
+from kdas.models.spec import ModelSpec
+from kdas.utils.atomic import atomic_write_json
+from kdas.utils.config import config_hash, to_dict
+
+STAGE_FILES = (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    "metrics.json",
+    "log.jsonl",
+    "checkpoints",
+    "genotype.json",
+)
+
+
+def load_splits(data: DataConfig) -> ReIDSplits:
+    from kdas.data.layouts import load_dataset
+
+    if not data.root:
+        raise KdasError("no data set given: pass --data ROOT (and --layout) or set data.root")
+    return load_dataset(data.root, data.layout, **data.options)
+
+
+def prepare_stage_dir(out_dir: Path, resume: bool, force: bool) -> None:
+    """Never clobber work by accident: a finished or unfinished run needs --force or --resume."""
+    if force:
+        for name in STAGE_FILES:
+            target = out_dir / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+        return
+    if resume:
+        return
+    if (out_dir / CONFIG_FILE).is_file():
+        raise KdasError(f"{out_dir} already holds a trained model; pass --force to train again")
+    if (out_dir / LAST_CHECKPOINT).is_file():
+        raise KdasError(
+            f"{out_dir} holds an unfinished run; pass --resume to continue it or --force to restart"
+        )
+
+
+def build_objective(loss: LossConfig, epochs: int) -> ReIDObjective:
+    schedule = KDSchedule(
+        mode=loss.kd,
+        epochs=epochs,
+        t0=loss.t0,
+        t_floor=loss.t_floor,
+        decay_fraction=loss.decay_fraction,
+    )
+    return ReIDObjective(
+        schedule,
+        lambda_kd=loss.lambda_kd,
+        lambda_triplet=loss.lambda_triplet,
+        margin=loss.margin,
+        label_smoothing=loss.label_smoothing,
+    )
+
+
+def model_facts(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, Any]:
+    from kdas.models.facts import count_flops, count_parameters
+
+    was_training = model.training
+    facts = {"parameters": count_parameters(model), "flops": count_flops(model, tuple(size))}
+    model.train(was_training)
+    return facts
+
+
+def _resume_key(cfg: Any) -> str:
+    """What must not change between a checkpoint and its resumption (run.epochs may)."""
+    return config_hash({k: v for k, v in to_dict(cfg).items() if k != "run"})
+
+
+def _finish(
+    out_dir: Path,
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    stage: str,
+    cfg: Any,
+    result: TrainResult,
+    ctx: DistContext,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    if ctx.is_main:
+        facts = model_facts(model.cpu(), spec.input_size)
+        facts["train_wall_time_s"] = result.wall_time_s
+        metrics = {"final": result.metrics, "best": result.best, "epochs": result.epochs}
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        save_model_artifact(out_dir, model, spec, stage, cfg, facts=facts, extra=extra)
+        console.log(f"{stage} written to {out_dir}")
+    barrier(ctx)
+
+
+def train_teacher(
+    cfg: TeacherTrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False
+) -> TrainResult:
+    """Train the ResNet teacher with CE + triplet (distillation is for students)."""
+    from kdas.models.teacher import build_teacher
+
+    out_dir = Path(out_dir)
+    if cfg.loss.kd != "none":
+        raise KdasError("the teacher trains on labels: set loss.kd = 'none'")
+    ctx = setup_distributed(cfg.run.device)
+    if ctx.is_main:
+        prepare_stage_dir(out_dir, resume, force)
+    barrier(ctx)
+    seed_everything(cfg.run, ctx)
+    splits = load_splits(cfg.data)
+    spec = ModelSpec(
+        kind="teacher",
+        num_classes=splits.num_train_pids,
+        input_size=tuple(cfg.data.size),
+        teacher=cfg.model,
+    )
+    model = build_teacher(
+        spec.num_classes, cfg.model.name, cfg.model.last_stride, cfg.model.imagenet_weights
+    )
+    objective = build_objective(cfg.loss, cfg.run.epochs)
+    result = fit(
+        model,
+        splits,
+        objective,
+        cfg.data,
+        cfg.optim,
+        cfg.run,
+        out_dir,
+        ctx,
+        resume=resume,
+        resume_key=_resume_key(cfg),
+    )
+    _finish(out_dir, model, spec, "teacher", cfg, result, ctx)
+    return result
+
+
+def train_student(
+    cfg: StudentTrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False
+) -> TrainResult:
+    """Retrain the static network of a genotype with the search's objective (paper 4.2.2)."""
+    from kdas.models import load as load_model
+    from kdas.models.genotype import genotype_to_dict, load_genotype
+    from kdas.models.student import StudentNetwork
+
+    out_dir = Path(out_dir)
+    if not cfg.genotype:
+        raise KdasError("no genotype given: pass --genotype runs/NAME/search/genotype.json")
+    genotype = load_genotype(cfg.genotype)
+    ctx = setup_distributed(cfg.run.device)
+    if ctx.is_main:
+        prepare_stage_dir(out_dir, resume, force)
+    barrier(ctx)
+    seed_everything(cfg.run, ctx)
+    splits = load_splits(cfg.data)
+    teacher = None
+    if cfg.loss.kd != "none":
+        if not cfg.teacher:
+            raise KdasError(f"loss.kd = {cfg.loss.kd!r} needs --teacher DIR (or use --kd none)")
+        teacher = load_model(cfg.teacher).model
+        if teacher.num_classes != splits.num_train_pids:
+            raise KdasError(
+                f"teacher {cfg.teacher} knows {teacher.num_classes} identities but the training "
+                f"set has {splits.num_train_pids}: train the teacher on the same data set"
+            )
+    spec = ModelSpec(
+        kind="student",
+        num_classes=splits.num_train_pids,
+        input_size=tuple(cfg.data.size),
+        student=cfg.model,
+        genotype=genotype_to_dict(genotype),
+    )
+    model = StudentNetwork(
+        genotype,
+        C=cfg.model.C,
+        num_classes=spec.num_classes,
+        layers=cfg.model.layers,
+        reduction_positions=tuple(cfg.model.reduction_positions),
+        steps=cfg.model.steps,
+        stem_multiplier=cfg.model.stem_multiplier,
+        drop_path_prob=cfg.model.drop_path_prob,
+    )
+    objective = build_objective(cfg.loss, cfg.run.epochs)
+    result = fit(
+        model,
+        splits,
+        objective,
+        cfg.data,
+        cfg.optim,
+        cfg.run,
+        out_dir,
+        ctx,
+        teacher=teacher,
+        resume=resume,
+        resume_key=_resume_key(cfg),
+    )
+    if ctx.is_main:
+        atomic_write_json(out_dir / "genotype.json", genotype_to_dict(genotype))
+    _finish(out_dir, model, spec, "student", cfg, result, ctx, extra={"teacher": cfg.teacher})
+    return result
+
+
+def seed_everything(run: Any, ctx: DistContext) -> None:
+    """One seed per job; ranks differ so their augmentations differ."""
+    import random
+
+    import numpy as np
+
+    seed = run.seed + ctx.rank
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if run.threads:
+        torch.set_num_threads(run.threads)

@@ -1,0 +1,16 @@
+"""Label-smoothed cross-entropy, the label term of every kdas objective."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def label_smoothed_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1
+) -> torch.Tensor:
+    """Mean CE against (1 - ε)·one-hot + ε/C; ε = 0 is the paper's eq. 6.
+
+    Computed in float32 so bf16 autocast does not degrade the log-sum-exp.
+    """
+    return F.cross_entropy(logits.float(), targets, label_smoothing=epsilon)

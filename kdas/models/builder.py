@@ -1,0 +1,41 @@
+"""One function from a ModelSpec to a network, so every stage builds models the same way."""
+
+from __future__ import annotations
+
+from kdas.errors import KdasError
+from kdas.models.head import ReIDModel
+from kdas.models.spec import ModelSpec
+
+
+def build_model(spec: ModelSpec, load_imagenet: bool = True) -> ReIDModel:
+    """Build the network a spec describes (untrained; artifacts load their weights after)."""
+    if spec.kind == "teacher":
+        from kdas.models.teacher import build_teacher
+
+        arch = spec.teacher
+        if arch is None:
+            raise KdasError("teacher spec without its `teacher` architecture section")
+        return build_teacher(
+            spec.num_classes,
+            arch=arch.name,
+            last_stride=arch.last_stride,
+            imagenet_weights=arch.imagenet_weights if load_imagenet else None,
+        )
+    if spec.kind == "student":
+        from kdas.models.genotype import load_genotype
+        from kdas.models.student import StudentNetwork
+
+        if spec.student is None or spec.genotype is None:
+            raise KdasError("student spec needs its `student` architecture and its `genotype`")
+        arch = spec.student
+        return StudentNetwork(
+            load_genotype(spec.genotype),
+            C=arch.C,
+            num_classes=spec.num_classes,
+            layers=arch.layers,
+            reduction_positions=tuple(arch.reduction_positions),
+            steps=arch.steps,
+            stem_multiplier=arch.stem_multiplier,
+            drop_path_prob=arch.drop_path_prob,
+        )
+    raise KdasError(f"unknown model kind {spec.kind!r} (teacher or student)")

@@ -1,0 +1,1 @@
+"""KD-guided differentiable architecture search (KDAS-ReID, Algorithm 1)."""

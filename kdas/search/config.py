@@ -1,0 +1,48 @@
+"""The typed config of a search run; saved in search/config.json and in genotype.json."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kdas.engine.config import DataConfig, LossConfig, RunConfig
+from kdas.models.ops import PRIMITIVES
+
+
+@dataclass
+class SupernetConfig:
+    C: int = 32
+    layers: int = 8
+    reduction_positions: tuple[int, ...] = (2, 4, 6)  # 0-based: the 3rd, 5th and 7th cells
+    steps: int = 4
+    multiplier: int = 4
+    stem_multiplier: int = 3
+    primitives: tuple[str, ...] = tuple(PRIMITIVES)
+
+
+@dataclass
+class SearchOptimConfig:
+    """Paper 4.2.1: SGD 0.1 -> 0.001 cosine (momentum 0.9, wd 5e-4) for w; Adam 0.02 for α."""
+
+    w_lr: float = 0.1
+    w_lr_min: float = 0.001
+    w_momentum: float = 0.9
+    w_weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 0.02
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 5e-4
+    order: Literal[1, 2] = 1  # 2: DARTS unrolled (second-order) architecture gradient
+    arch_start_epoch: int = 0  # epochs of weight-only warm-up before α moves
+
+
+@dataclass
+class SearchConfig:
+    teacher: str = ""  # teacher artifact folder ("" with loss.kd = "none")
+    data: DataConfig = field(default_factory=lambda: DataConfig(p=8, k=2))
+    model: SupernetConfig = field(default_factory=SupernetConfig)
+    optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))
+    run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200, eval_every=0))
+    split_seed: int = 0
+    max_skip_normal: int | None = None  # cap on skip connections in the normal cell
