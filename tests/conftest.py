@@ -13,4 +13,6 @@ def tiny_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from kdas.data.synthetic import SynthConfig, synthesize
 
     out = tmp_path_factory.mktemp("tiny_market")
-    return synthesize(out, SynthConfig(ids=16, cameras=3, images_per_camera=3, size=(64, 32), seed=0))
+    return synthesize(
+        out, SynthConfig(ids=16, cameras=3, images_per_camera=3, size=(64, 32), seed=0)
+    )

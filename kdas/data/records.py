@@ -20,7 +20,12 @@ class ImageRecord(NamedTuple):
 
 @dataclass
 class ReIDSplits:
-    """A Re-ID data set as three record lists, plus what the loader noticed."""
+    """A Re-ID data set as three record lists, plus what the loader noticed.
+
+    `dropped` counts images the loader left out on purpose, keyed by split and reason
+    (`gallery_junk`, `query_junk`, `train_distractors`, `train_val_unused`...), so reports can
+    say what was not used.
+    """
 
     name: str
     root: str
@@ -28,6 +33,7 @@ class ReIDSplits:
     query: list[ImageRecord]
     gallery: list[ImageRecord]
     warnings: list[str] = field(default_factory=list)
+    dropped: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_train_pids(self) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdas.losses.precision import at_least_fp32
+
 
 def label_smoothed_cross_entropy(
     logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1
@@ -13,4 +15,4 @@ def label_smoothed_cross_entropy(
 
     Computed in float32 so bf16 autocast does not degrade the log-sum-exp.
     """
-    return F.cross_entropy(logits.float(), targets, label_smoothing=epsilon)
+    return F.cross_entropy(at_least_fp32(logits), targets, label_smoothing=epsilon)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from kdas.losses.cross_entropy import label_smoothed_cross_entropy
+from kdas.losses.precision import at_least_fp32
 
 KDMode = Literal["none", "constant", "dynamic"]
 
@@ -61,8 +62,8 @@ def soft_target_kl(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """T²·KL(softmax(z_t/T) ‖ softmax(z_s/T)), batch mean; log-space so tiny T stays finite."""
-    log_p_s = F.log_softmax(student_logits.float() / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits.float() / temperature, dim=1)
+    log_p_s = F.log_softmax(at_least_fp32(student_logits) / temperature, dim=1)
+    log_p_t = F.log_softmax(at_least_fp32(teacher_logits) / temperature, dim=1)
     kl = F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True)
     return kl * temperature**2
 
@@ -76,7 +77,7 @@ def distillation_loss(
 ) -> torch.Tensor:
     """L_d = w·T_kd²·KL(p_t ‖ p_s) + (1 − w)·CE(z_s, y); terms with zero weight are skipped so
     the `none` mode needs no teacher at all."""
-    loss = student_logits.new_zeros((), dtype=torch.float32)
+    loss = at_least_fp32(student_logits).new_zeros(())
     if state.weight > 0:
         if teacher_logits is None:
             raise ValueError("distillation weight > 0 needs teacher logits")

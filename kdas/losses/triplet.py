@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kdas.losses.precision import at_least_fp32
+
 
 def pairwise_euclidean(features: torch.Tensor) -> torch.Tensor:
     """Euclidean distances between all rows; clamped before sqrt so the gradient stays finite
@@ -23,7 +25,7 @@ def batch_hard_triplet_loss(
     Anchors without a positive or a negative in the batch are left out; a batch with none
     returns zero (still attached to the graph) rather than NaN.
     """
-    features = features.float()
+    features = at_least_fp32(features)
     dist = pairwise_euclidean(features)
     same = targets.unsqueeze(0) == targets.unsqueeze(1)
     eye = torch.eye(len(targets), dtype=torch.bool, device=targets.device)

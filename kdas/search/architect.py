@@ -66,7 +66,9 @@ class Architect:
         self.precision = precision
         self.alphas = list(model.arch_parameters())
         alpha_ids = {id(a) for a in self.alphas}
-        self.weight_names = [n for n, p in model.named_parameters() if id(p) not in alpha_ids]
+        self.weight_names = [
+            n for n, p in model.named_parameters() if id(p) not in alpha_ids and p.requires_grad
+        ]
         self.alpha_names = [n for n, p in model.named_parameters() if id(p) in alpha_ids]
         self.optimizer = torch.optim.Adam(
             self.alphas, lr=cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay
@@ -97,23 +99,44 @@ class Architect:
         return loss
 
     def _virtual_weights(
-        self, train: Batch, kd: KDState, w_lr: float, w_optimizer: torch.optim.Optimizer | None
+        self,
+        weight_grads: tuple[torch.Tensor | None, ...],
+        w_lr: float,
+        w_optimizer: torch.optim.Optimizer | None,
     ) -> dict[str, torch.Tensor]:
         """w' = w − ξ·(momentum·buf + ∇w L_train + wd·w): the SGD step the weights would take."""
         params = dict(self.model.named_parameters())
-        weights = [params[n] for n in self.weight_names]
-        loss = batch_loss(self.model, train, self.objective, kd, params=params)
-        grads = torch.autograd.grad(loss.total, weights, allow_unused=True)
         virtual = {}
-        for name, w, g in zip(self.weight_names, weights, grads, strict=True):
+        for name, g in zip(self.weight_names, weight_grads, strict=True):
+            w = params[name].detach()
             step = torch.zeros_like(w) if g is None else g.detach().clone()
-            step += self.cfg.w_weight_decay * w.detach()
+            step += self.cfg.w_weight_decay * w
             if w_optimizer is not None:
-                buffer = w_optimizer.state.get(w, {}).get("momentum_buffer")
+                buffer = w_optimizer.state.get(params[name], {}).get("momentum_buffer")
                 if buffer is not None:
                     step += self.cfg.w_momentum * buffer
-            virtual[name] = (w.detach() - w_lr * step).requires_grad_(True)
+            virtual[name] = (w - w_lr * step).requires_grad_(True)
         return virtual
+
+    def _finite_difference_hvp(
+        self, train: Batch, kd: KDState, v: list[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        """[∇α L_train(w + εv) − ∇α L_train(w − εv)] / 2ε with ε = fd_scale / ‖v‖ (DARTS)."""
+        params = dict(self.model.named_parameters())
+        alphas = {n: params[n] for n in self.alpha_names}
+        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in v)).item()
+        if norm == 0.0:
+            return [torch.zeros_like(a) for a in self.alphas]
+        eps = self.cfg.fd_scale / norm
+        grads = []
+        for sign in (1.0, -1.0):
+            shifted = {
+                n: params[n].detach() + sign * eps * g
+                for n, g in zip(self.weight_names, v, strict=True)
+            }
+            loss = batch_loss(self.model, train, self.objective, kd, params={**shifted, **alphas})
+            grads.append(torch.autograd.grad(loss.total, self.alphas))
+        return [(p - m) / (2 * eps) for p, m in zip(grads[0], grads[1], strict=True)]
 
     def unrolled_gradient(
         self,
@@ -123,35 +146,40 @@ class Architect:
         w_lr: float,
         w_optimizer: torch.optim.Optimizer | None = None,
     ) -> tuple[list[torch.Tensor], LossOutput]:
-        """∇α L_val(w', α) − ξ·[∇α L_train(w⁺, α) − ∇α L_train(w⁻, α)] / 2ε, with
-        w± = w ± ε·∇w' L_val(w', α) and ε = 0.01 / ‖∇w' L_val‖ (DARTS, eq. 7-8)."""
+        """∇α L_val(w', α) − ξ·∇²α,w L_train(w, α)·∇w' L_val(w', α)  (DARTS, eq. 7).
+
+        The mixed second derivative is exact by default (double backward through the D_train
+        loss). DARTS' central finite difference is the low-memory option; with batch-hard
+        mining, ReLU and max-pool kinks its ε = 0.01/‖v‖ can be far off (tests show it).
+        """
+        exact = self.cfg.hessian == "exact"
         params = dict(self.model.named_parameters())
-        virtual = self._virtual_weights(train, kd, w_lr, w_optimizer)
+        weights = [params[n] for n in self.weight_names]
+        train_loss = batch_loss(self.model, train, self.objective, kd, params=params)
+        weight_grads = torch.autograd.grad(
+            train_loss.total, weights, allow_unused=True, create_graph=exact
+        )
+        virtual = self._virtual_weights(weight_grads, w_lr, w_optimizer)
         alphas = {n: params[n] for n in self.alpha_names}
         val_loss = batch_loss(self.model, val, self.objective, kd, params={**virtual, **alphas})
         virtual_list = [virtual[n] for n in self.weight_names]
         grads = torch.autograd.grad(val_loss.total, self.alphas + virtual_list, allow_unused=True)
+        n_alpha = len(self.alphas)
         alpha_grads = [
             torch.zeros_like(a) if g is None else g
-            for a, g in zip(self.alphas, grads, strict=False)
+            for a, g in zip(self.alphas, grads[:n_alpha], strict=True)
         ]
         v = [
-            torch.zeros_like(w) if g is None else g
-            for w, g in zip(virtual_list, grads[len(self.alphas) :], strict=True)
+            torch.zeros_like(w) if g is None else g.detach()
+            for w, g in zip(virtual_list, grads[n_alpha:], strict=True)
         ]
-        norm = torch.sqrt(sum((g.double() ** 2).sum() for g in v)).item()
-        if norm == 0.0:
-            return alpha_grads, val_loss
-        eps = 0.01 / norm
-        hessian = []
-        for sign in (1.0, -1.0):
-            shifted = {
-                n: (params[n].detach() + sign * eps * g)
-                for n, g in zip(self.weight_names, v, strict=True)
-            }
-            loss = batch_loss(self.model, train, self.objective, kd, params={**shifted, **alphas})
-            hessian.append(torch.autograd.grad(loss.total, self.alphas))
-        return [
-            g - w_lr * (hp - hm) / (2 * eps)
-            for g, hp, hm in zip(alpha_grads, hessian[0], hessian[1], strict=True)
-        ], val_loss
+        if exact:
+            dot = sum((g * u).sum() for g, u in zip(weight_grads, v, strict=True) if g is not None)
+            hvp = torch.autograd.grad(dot, self.alphas, allow_unused=True)
+            hvp = [
+                torch.zeros_like(a) if h is None else h
+                for a, h in zip(self.alphas, hvp, strict=True)
+            ]
+        else:
+            hvp = self._finite_difference_hvp(train, kd, v)
+        return [g - w_lr * h for g, h in zip(alpha_grads, hvp, strict=True)], val_loss

@@ -33,6 +33,8 @@ class SearchOptimConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 5e-4
     order: Literal[1, 2] = 1  # 2: DARTS unrolled (second-order) architecture gradient
+    hessian: Literal["exact", "finite_difference"] = "exact"  # order 2: how ∇²α,w is taken
+    fd_scale: float = 0.01  # finite difference step: ε = fd_scale / ‖∇w' L_val‖ (DARTS)
     arch_start_epoch: int = 0  # epochs of weight-only warm-up before α moves
 
 

@@ -45,6 +45,29 @@ class SearchResult:
     wall_time_s: float
 
 
+def weight_step(
+    net: torch.nn.Module,
+    batch: Batch,
+    objective: Any,
+    kd: Any,
+    optimizer: torch.optim.Optimizer,
+    grad_clip: float,
+    precision: str = "fp32",
+) -> Any:
+    """One SGD step on the supernet weights (α is not in `optimizer` and its gradient is
+    dropped), with the gradient norm clipped as in DARTS."""
+    model = unwrap(net)
+    net.train()
+    loss = batch_loss(net, batch, objective, kd, precision=precision)
+    optimizer.zero_grad(set_to_none=True)
+    loss.total.backward()
+    torch.nn.utils.clip_grad_norm_(model.weight_parameters(), grad_clip)
+    optimizer.step()
+    for alpha in model.arch_parameters():
+        alpha.grad = None
+    return loss
+
+
 def _streams(cfg: SearchConfig, splits: Any, ctx: DistContext) -> tuple[Any, Any, int]:
     """Persistent P×K batch streams over the two halves of the 50/50 search split."""
     from kdas.data.dataset import ReIDImageDataset
@@ -105,9 +128,9 @@ def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
     from kdas.models.genotype import count_skips, genotype_to_dict
 
     genotype = model.genotype(max_skip_normal=max_skip_normal)
-    normal, reduce = model.alphas_softmax()
+    alphas = model.alphas_softmax()
     return {
-        "alphas": {"normal": normal.tolist(), "reduce": reduce.tolist()},
+        "alphas": {"normal": alphas["normal"].tolist(), "reduce": alphas["reduce"].tolist()},
         "genotype": genotype_to_dict(genotype),
         "skip_count": {
             "normal": count_skips(genotype, "normal"),
@@ -201,14 +224,7 @@ def run_search(
             for step in range(1, steps_per_epoch + 1):
                 train = _to_batch(next(train_stream), device, teacher, kd.weight, precision)
                 val = _to_batch(next(val_stream), device, teacher, kd.weight, precision)
-                net.train()
-                w_loss = batch_loss(net, train, objective, kd, precision=precision)
-                w_optimizer.zero_grad(set_to_none=True)
-                w_loss.total.backward()
-                torch.nn.utils.clip_grad_norm_(model.weight_parameters(), o.grad_clip)
-                w_optimizer.step()
-                for a in model.arch_parameters():
-                    a.grad = None  # the weight step never moves α
+                w_loss = weight_step(net, train, objective, kd, w_optimizer, o.grad_clip, precision)
                 scalars = {f"train_{k}": v for k, v in w_loss.scalars().items()}
                 if update_alpha:
                     a_loss = architect.step(val, train, kd, w_lr, w_optimizer)
@@ -266,11 +282,10 @@ def run_search(
     genotype = unwrap(net).genotype(max_skip_normal=cfg.max_skip_normal)
     history = log.read() if ctx.is_main else []
     if ctx.is_main:
-        normal, reduce = model.alphas_softmax()
         save_genotype(
             out_dir / GENOTYPE_FILE,
             genotype,
-            alphas={"normal": normal, "reduce": reduce},
+            alphas=model.alphas_softmax(),
             search_config=to_dict(cfg),
         )
         atomic_write_json(out_dir / "config.json", {"stage": "search", "config": to_dict(cfg)})

@@ -1,0 +1,84 @@
+"""Images on disk as a torch Dataset of `(image, pid, camid, index)`."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+from kdas.data.records import ImageRecord
+from kdas.errors import KdasError
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode an image fully into RGB; a missing, corrupt or truncated file raises KdasError.
+
+    `load()` forces the whole decode here, so a truncated JPEG fails now, naming its file,
+    instead of later inside a DataLoader worker.
+    """
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise KdasError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise KdasError(f"cannot read image {path}: {exc} (corrupt or truncated file?)") from None
+
+
+class ReIDImageDataset(Dataset):
+    """Records as a Dataset; `index` in each item is the position in `self.records`.
+
+    With `skip_corrupt=True` every image is decoded once up front and unreadable ones are
+    dropped with one warning that counts them (their paths stay in `self.skipped`); otherwise
+    a bad image raises KdasError when it is read.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[ImageRecord],
+        transform: Callable[[Image.Image], Any] | None = None,
+        skip_corrupt: bool = False,
+    ) -> None:
+        self.transform = transform
+        self.skipped: list[str] = []
+        kept = list(records)
+        if skip_corrupt:
+            kept, reasons = [], []
+            for record in records:
+                try:
+                    read_image(record.path)
+                except KdasError as exc:
+                    self.skipped.append(record.path)
+                    reasons.append(str(exc))
+                else:
+                    kept.append(record)
+            if self.skipped:
+                warnings.warn(
+                    f"skipped {len(self.skipped)} unreadable images of {len(records)} "
+                    f"(first: {reasons[0]})",
+                    stacklevel=2,
+                )
+        self.records: list[ImageRecord] = kept
+
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
+
+    @property
+    def pids(self) -> list[int]:
+        return [r.pid for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
+        record = self.records[index]
+        image = read_image(record.path)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, record.pid, record.camid, index
