@@ -16,7 +16,7 @@ class KdasError(Exception):
 
 
 class BackendUnavailable(KdasError):
-    """An optional backend (CUDA, TensorRT, faiss-gpu, onnxruntime...) is not installed or usable."""
+    """An optional backend (CUDA, TensorRT, faiss-gpu, onnxruntime) is missing or unusable."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, exit_code=2)

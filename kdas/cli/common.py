@@ -56,3 +56,10 @@ MergeValOption = typer.Option(
 DistractorsOption = typer.Option(
     None, "--distractors/--no-distractors", help="Market-1501: add the 500k images/ to the gallery."
 )
+
+
+def is_main_process() -> bool:
+    """Under torchrun every rank runs the command; only rank 0 should print results."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"

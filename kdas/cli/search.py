@@ -59,6 +59,8 @@ def search_command(
     }
     cfg = load_typed_config(SearchConfig, config, overrides)
     result = run_search(cfg, out, resume=resume, force=force)
+    if not common.is_main_process():
+        return
     g = result.genotype
     typer.echo("normal: " + " ".join(f"{op}@{i}" for op, i in g.normal))
     typer.echo("reduce: " + " ".join(f"{op}@{i}" for op, i in g.reduce))

@@ -65,6 +65,6 @@ def train_command(
     }
     cfg = load_typed_config(StudentTrainConfig, config, overrides)
     result = train_student(cfg, out, resume=resume, force=force)
-    if result.metrics:
+    if result.metrics and common.is_main_process():
         m = result.metrics
         typer.echo(f"student: rank-1 {m['rank1']:.4f} mAP {m['mAP']:.4f} -> {out}")

@@ -72,6 +72,6 @@ def train(
     }
     cfg = load_typed_config(TeacherTrainConfig, config, overrides)
     result = train_teacher(cfg, out / "teacher", resume=resume, force=force)
-    if result.metrics:
+    if result.metrics and common.is_main_process():
         m = result.metrics
         typer.echo(f"teacher: rank-1 {m['rank1']:.4f} mAP {m['mAP']:.4f} -> {out / 'teacher'}")

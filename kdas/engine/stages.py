@@ -195,7 +195,6 @@ def train_student(
         num_classes=spec.num_classes,
         layers=cfg.model.layers,
         reduction_positions=tuple(cfg.model.reduction_positions),
-        steps=cfg.model.steps,
         stem_multiplier=cfg.model.stem_multiplier,
         drop_path_prob=cfg.model.drop_path_prob,
     )

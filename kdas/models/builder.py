@@ -34,7 +34,6 @@ def build_model(spec: ModelSpec, load_imagenet: bool = True) -> ReIDModel:
             num_classes=spec.num_classes,
             layers=arch.layers,
             reduction_positions=tuple(arch.reduction_positions),
-            steps=arch.steps,
             stem_multiplier=arch.stem_multiplier,
             drop_path_prob=arch.drop_path_prob,
         )

@@ -20,7 +20,6 @@ class StudentArch:
     C: int = 64
     layers: int = 8
     reduction_positions: tuple[int, ...] = (2, 4, 6)  # 0-based: the 3rd, 5th and 7th cells
-    steps: int = 4
     stem_multiplier: int = 3
     drop_path_prob: float = 0.0
 

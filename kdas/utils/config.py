@@ -37,7 +37,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         elif path.suffix == ".json":
             data = json.loads(text)
         else:
-            raise KdasError(f"config {path}: unknown extension {path.suffix!r} (use .toml, .yaml or .json)")
+            raise KdasError(
+                f"config {path}: unknown extension {path.suffix!r} (use .toml, .yaml or .json)"
+            )
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise KdasError(f"config {path} does not parse: {exc}") from None
     if not isinstance(data, dict):
@@ -52,8 +54,11 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     for key, value in override.items():
         if value is None:
             continue
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
+        if isinstance(value, Mapping):
+            base_value = merged.get(key)
+            nested = deep_merge(base_value if isinstance(base_value, Mapping) else {}, value)
+            if nested or key in merged:
+                merged[key] = nested
         else:
             merged[key] = value
     return merged
@@ -92,7 +97,10 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(value) != len(args):
                 raise KdasError(f"{where}: expected {len(args)} values, got {list(value)!r}")
-            return tuple(_convert(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+            return tuple(
+                _convert(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            )
         item_type = args[0] if args else Any
         items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
@@ -130,9 +138,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise KdasError(
-            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})"
-        )
+        raise KdasError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
     kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
     try:
         return cls(**kwargs)
@@ -147,11 +153,15 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def config_hash(config: Any) -> str:
     """A short stable hash of a config, used to tell whether an artifact is up to date."""
-    payload = json.dumps(to_dict(config) if dataclasses.is_dataclass(config) else config, sort_keys=True)
+    payload = json.dumps(
+        to_dict(config) if dataclasses.is_dataclass(config) else config, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def load_typed_config(cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> T:
+def load_typed_config(
+    cls: type[T], path: str | Path | None = None, overrides: Mapping[str, Any] | None = None
+) -> T:
     """File values, then CLI overrides on top, into the typed config `cls`."""
     data = load_config_file(path) if path else {}
     if overrides:

@@ -1,0 +1,122 @@
+"""The DARTS supernet for Re-ID: stem + searched cells + the shared Re-ID head, with α.
+
+α (`alpha_normal`, `alpha_reduce`: edges x primitives) are `nn.Parameter`s of the model, so
+state_dict, `.to()`, checkpoints and DDP carry them; the two optimizers must still see disjoint
+sets, which is what `arch_parameters()` / `weight_parameters()` give (weight decay of the
+weight optimizer must never touch α).
+
+For the second-order (unrolled) architect, evaluate the loss at other weights without copying
+the model: `torch.func.functional_call(net, {**named weights w', "alpha_normal": ..., ...},
+(x,))`. Buffers not passed (BN running stats) are the model's own and are updated in train mode.
+`new()` is DARTS' alternative: a fresh supernet with the same structure and a copy of α.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from kdas.errors import KdasError
+from kdas.models.cells import SearchCell
+from kdas.models.genotype import Genotype, derive_genotype, num_edges
+from kdas.models.head import ReIDModel
+from kdas.models.macro import CellStack
+from kdas.models.ops import PRIMITIVES, check_primitives
+
+ARCH_PARAMETER_NAMES = ("alpha_normal", "alpha_reduce")
+
+
+class Supernet(ReIDModel):
+    def __init__(
+        self,
+        num_classes: int,
+        C: int = 32,
+        layers: int = 8,
+        reduction_positions: Sequence[int] = (2, 4, 6),
+        steps: int = 4,
+        multiplier: int = 4,
+        stem_multiplier: int = 3,
+        primitives: Sequence[str] = PRIMITIVES,
+    ) -> None:
+        primitives = check_primitives(primitives)
+        if steps < 1 or not 1 <= multiplier <= steps:
+            raise KdasError(
+                f"supernet: need steps >= 1 and 1 <= multiplier <= steps "
+                f"(got steps={steps}, multiplier={multiplier})"
+            )
+
+        def make_cell(
+            C_pp: int, C_p: int, C_cur: int, reduction: bool, reduction_prev: bool
+        ) -> SearchCell:
+            return SearchCell(
+                steps, multiplier, C_pp, C_p, C_cur, reduction, reduction_prev, primitives
+            )
+
+        backbone = CellStack(C, layers, reduction_positions, stem_multiplier, make_cell)
+        super().__init__(backbone, backbone.out_channels, num_classes)
+        self._config: dict[str, Any] = {
+            "num_classes": num_classes,
+            "C": C,
+            "layers": layers,
+            "reduction_positions": list(reduction_positions),
+            "steps": steps,
+            "multiplier": multiplier,
+            "stem_multiplier": stem_multiplier,
+            "primitives": list(primitives),
+        }
+        self.primitives = primitives
+        self.steps = steps
+        self.multiplier = multiplier
+        shape = (num_edges(steps), len(primitives))
+        self.alpha_normal = nn.Parameter(1e-3 * torch.randn(shape))
+        self.alpha_reduce = nn.Parameter(1e-3 * torch.randn(shape))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-ready): `Supernet(**net.config())` rebuilds the structure."""
+        return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(
+            x, torch.softmax(self.alpha_normal, dim=-1), torch.softmax(self.alpha_reduce, dim=-1)
+        )
+
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return [self.alpha_normal, self.alpha_reduce]
+
+    def named_weight_parameters(self) -> Iterator[tuple[str, nn.Parameter]]:
+        """Every parameter but α, with its name (for functional_call in the unrolled architect)."""
+        for name, param in self.named_parameters():
+            if name not in ARCH_PARAMETER_NAMES:
+                yield name, param
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        return [param for _, param in self.named_weight_parameters()]
+
+    def alphas_softmax(self) -> dict[str, torch.Tensor]:
+        """Softmax weights per edge (detached, CPU), for logging and the genotype file."""
+        return {
+            "normal": torch.softmax(self.alpha_normal.detach(), dim=-1).cpu(),
+            "reduce": torch.softmax(self.alpha_reduce.detach(), dim=-1).cpu(),
+        }
+
+    def genotype(self, max_skip_normal: int | None = None) -> Genotype:
+        """The architecture the current α point to (see `derive_genotype`)."""
+        return derive_genotype(
+            self.alpha_normal,
+            self.alpha_reduce,
+            self.primitives,
+            steps=self.steps,
+            max_skip_normal=max_skip_normal,
+            multiplier=self.multiplier,
+        )
+
+    def new(self) -> Supernet:
+        """A fresh supernet of the same structure, on the same device, with a copy of α."""
+        fresh = Supernet(**self.config()).to(self.alpha_normal.device)
+        with torch.no_grad():
+            for mine, theirs in zip(self.arch_parameters(), fresh.arch_parameters(), strict=True):
+                theirs.copy_(mine)
+        return fresh
