@@ -35,9 +35,28 @@ def _root(
 
 def _register() -> None:
     # Imported here so each group module stays a plain list of commands.
+    from kdas.cli import ablate as ablate_cli
     from kdas.cli import data as data_cli
+    from kdas.cli import evaluate as evaluate_cli
+    from kdas.cli import export as export_cli
+    from kdas.cli import index as index_cli
+    from kdas.cli import search as search_cli
+    from kdas.cli import serve as serve_cli
+    from kdas.cli import student as student_cli
+    from kdas.cli import teacher as teacher_cli
 
     app.add_typer(data_cli.app, name="data", help="Synthesise and inspect Re-ID data sets.")
+    app.add_typer(teacher_cli.app, name="teacher", help="Train the ResNet Re-ID teacher.")
+    app.command("search")(search_cli.search_command)
+    app.command("train")(student_cli.train_command)
+    app.command("eval")(evaluate_cli.eval_command)
+    app.command("info")(evaluate_cli.info_command)
+    app.command("ablate")(ablate_cli.ablate_command)
+    app.add_typer(index_cli.app, name="index", help="Build, query and evaluate a gallery index.")
+    app.command("serve")(serve_cli.serve_command)
+    app.command("export")(export_cli.export_command)
+    app.command("parity")(export_cli.parity_command)
+    app.command("bench")(export_cli.bench_command)
 
 
 _register()

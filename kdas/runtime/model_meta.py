@@ -37,7 +37,9 @@ class EmbeddingModelInfo:
         return {PREFIX + k: json.dumps(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_metadata_props(cls, props: Mapping[str, str], source: str = "model") -> EmbeddingModelInfo:
+    def from_metadata_props(
+        cls, props: Mapping[str, str], source: str = "model"
+    ) -> EmbeddingModelInfo:
         values = {}
         for f in fields(cls):
             key = PREFIX + f.name

@@ -1,0 +1,266 @@
+"""`kdas index ...`: build, grow, query and evaluate a gallery index (kdas.runtime)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from kdas.cli import common
+
+app = typer.Typer(no_args_is_help=True)
+
+TypeOption = typer.Option("flat", "--type", help="Index type: flat (exact), ivf or hnsw.")
+StorageOption = typer.Option("flat", "--storage", help="ivf/hnsw vectors: flat, sq8 or fp16.")
+LayoutOption = typer.Option(None, "--layout", "--data-layout", help=common.LAYOUT_HELP)
+
+
+def _progress(description: str) -> Any:
+    """A rich progress bar that shows images per second."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        ProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:.1f} images/s" if speed else "- images/s", style="cyan")
+
+    return Progress(
+        TextColumn(description),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+    )
+
+
+def _embed_with_progress(description: str, total: int, work: Any) -> Any:
+    with _progress(description) as progress:
+        task = progress.add_task(description, total=total)
+        return work(lambda done, _total: progress.update(task, completed=done))
+
+
+def _market_records(paths: list[Path], pid: int | None, camid: int | None) -> list[Any]:
+    """Records for loose images: --pid/--camid when given, else the Market-style file name."""
+    from kdas.data.layouts import folder
+    from kdas.data.layouts._common import parse_name
+    from kdas.data.records import ImageRecord
+    from kdas.errors import KdasError
+
+    records = []
+    for path in paths:
+        if pid is not None and camid is not None:
+            records.append(ImageRecord(str(path.resolve()), pid, camid))
+            continue
+        if folder.PATTERN.fullmatch(path.name) is None:
+            raise KdasError(
+                f"cannot tell the identity and camera of {path}: name it in the Market style "
+                "(0001_c1_anything.jpg) or pass --pid and --camid"
+            )
+        parsed_pid, parsed_cam = parse_name(folder.PATTERN, path, "folder", None)
+        records.append(
+            ImageRecord(
+                str(path.resolve()),
+                parsed_pid if pid is None else pid,
+                parsed_cam if camid is None else camid,
+            )
+        )
+    return records
+
+
+def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any]) -> list[Any]:
+    """The gallery split of a data set, or every Market-named image of a folder (junk out)."""
+    from kdas.constants import JUNK_PID
+    from kdas.data.layouts import load_dataset
+    from kdas.data.layouts._common import list_images
+    from kdas.errors import KdasError
+
+    if layout is not None:
+        return list(load_dataset(gallery, layout, **options).gallery)
+    if not gallery.is_dir():
+        raise KdasError(f"gallery folder {gallery} does not exist")
+    images = list_images(gallery)
+    if not images:
+        raise KdasError(
+            f"{gallery} holds no images; pass a folder of Market-named images, or a data set "
+            "root with --layout"
+        )
+    return [r for r in _market_records(images, None, None) if r.pid != JUNK_PID]
+
+
+def _params(
+    storage: str, nlist: int | None, nprobe: int, m: int, ef_search: int, ef_construction: int
+) -> dict[str, Any]:
+    return {
+        "storage": storage,
+        "nlist": nlist,
+        "nprobe": nprobe,
+        "m": m,
+        "ef_search": ef_search,
+        "ef_construction": ef_construction,
+    }
+
+
+@app.command("build")
+def build_command(
+    model: Path = typer.Argument(..., help="The exported ONNX model (kdas export)."),
+    gallery: Path = typer.Argument(
+        ..., help="A folder of Market-named images, or a data set root with --layout."
+    ),
+    out: Path = typer.Option(..., "--out", help="The index folder to write."),
+    index_type: str = TypeOption,
+    layout: str = LayoutOption,
+    storage: str = StorageOption,
+    nlist: int = typer.Option(None, "--nlist", help="ivf cells (default ~4*sqrt(N))."),
+    nprobe: int = typer.Option(16, "--nprobe", help="ivf cells searched per query."),
+    m: int = typer.Option(32, "--m", help="hnsw links per node."),
+    ef_search: int = typer.Option(128, "--ef-search", help="hnsw search breadth."),
+    ef_construction: int = typer.Option(80, "--ef-construction", help="hnsw build breadth."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu (faiss-gpu)."),
+    variant: str = common.VariantOption,
+    merge_val: bool = common.MergeValOption,
+    distractors: bool = common.DistractorsOption,
+) -> None:
+    """Embed a gallery with a model and write a self-contained index folder."""
+    from kdas.runtime.pipeline import build_index
+
+    records = _gallery_records(
+        gallery, layout, common.layout_options(variant, merge_val, distractors) or {}
+    )
+    index = _embed_with_progress(
+        "embedding gallery",
+        len(records),
+        lambda progress: build_index(
+            model, records, out, index_type,
+            _params(storage, nlist, nprobe, m, ef_search, ef_construction),
+            batch_size=batch_size, device=device, progress=progress,
+        ),
+    )  # fmt: skip
+    typer.echo(f"indexed {len(index)} images ({index.index_type}, {index.dim}-d) -> {out}")
+
+
+@app.command("add")
+def add_command(
+    index: Path = typer.Argument(..., help="An index folder."),
+    images: list[Path] = typer.Argument(..., help="Images to add (Market-style names)."),
+    pid: int = typer.Option(None, "--pid", help="Identity of all images (else from the name)."),
+    camid: int = typer.Option(None, "--camid", help="0-based camera (else from the name)."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+) -> None:
+    """Add images to an index (saved atomically)."""
+    from kdas.runtime.pipeline import add_to_index
+
+    records = _market_records(images, pid, camid)
+    ids = _embed_with_progress(
+        "embedding images",
+        len(records),
+        lambda progress: add_to_index(index, records, batch_size=batch_size, progress=progress),
+    )
+    typer.echo(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}) to {index}")
+
+
+@app.command("query")
+def query_command(
+    index: Path = typer.Argument(..., help="An index folder."),
+    images: list[Path] = typer.Argument(..., help="Query images."),
+    k: int = typer.Option(10, "--k", help="Hits per query."),
+    exclude_same_camera: bool = typer.Option(
+        False, "--exclude-same-camera", help="Skip gallery images from the query's camera."
+    ),
+    camid: int = typer.Option(None, "--camid", help="0-based query camera (else from the name)."),
+    rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking of the top hits."),
+    picture: Path = typer.Option(None, "--picture", help="Write query + hits as a PNG."),
+) -> None:
+    """Search an index with images; prints a table, optionally draws the hits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from kdas.data.layouts import folder
+    from kdas.data.layouts._common import parse_name
+    from kdas.runtime.picture import query_picture
+    from kdas.runtime.pipeline import query_index
+
+    known = [folder.PATTERN.fullmatch(p.name) is not None for p in images]
+    parsed = [parse_name(folder.PATTERN, p, "folder", None) if ok else (None, None)
+              for p, ok in zip(images, known, strict=True)]  # fmt: skip
+    cams = [camid if camid is not None else c for _, c in parsed]
+    if exclude_same_camera and any(c is None for c in cams):
+        from kdas.errors import KdasError
+
+        raise KdasError("--exclude-same-camera needs --camid or Market-style query names")
+    results = query_index(
+        index, images, k, query_camids=cams if exclude_same_camera else None,
+        exclude_same_camera=exclude_same_camera, rerank=rerank,
+    )  # fmt: skip
+    table = Table("query", "rank", "score", "id", "pid", "cam", "path")
+    for result in results:
+        for rank, hit in enumerate(result.hits, start=1):
+            name = Path(result.image).name if rank == 1 else ""
+            table.add_row(
+                name, str(rank), f"{hit.score:.4f}", str(hit.id), str(hit.pid),
+                str(hit.camid), hit.path,
+            )  # fmt: skip
+    Console().print(table)
+    if picture is not None:
+        query_picture(images, [r.hits for r in results], picture, [p for p, _ in parsed])
+        typer.echo(f"picture -> {picture}")
+
+
+@app.command("eval")
+def eval_command(
+    index: Path = typer.Argument(..., help="An index folder."),
+    data: str = typer.Option(..., "--data", help=common.DATA_HELP),
+    layout: str = typer.Option("market1501", "--layout", "--data-layout", help=common.LAYOUT_HELP),
+    out: Path = typer.Option(None, "--out", help="Write the metrics as JSON here."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    depth: int = typer.Option(100, "--depth", help="Hits taken from an approximate index."),
+    variant: str = common.VariantOption,
+    merge_val: bool = common.MergeValOption,
+    distractors: bool = common.DistractorsOption,
+) -> None:
+    """Rank-1/5/10, mAP and mINP of the index answering a data set's query split."""
+    from kdas.data.layouts import load_dataset
+    from kdas.runtime.pipeline import evaluate_index, open_with_embedder
+    from kdas.utils.atomic import atomic_write_json
+
+    splits = load_dataset(data, layout, **(common.layout_options(variant, merge_val, distractors)
+                                           or {}))  # fmt: skip
+    gallery_index, embedder = open_with_embedder(index)
+    result = _embed_with_progress(
+        "embedding queries",
+        len(splits.query),
+        lambda progress: evaluate_index(
+            gallery_index, embedder, splits.query, batch_size=batch_size, depth=depth,
+            progress=progress,
+        ),
+    )  # fmt: skip
+    metrics = result["metrics"]
+    typer.echo(
+        f"rank-1 {metrics['rank1']:.4f}  rank-5 {metrics['rank5']:.4f}  "
+        f"rank-10 {metrics['rank10']:.4f}  mAP {metrics['mAP']:.4f}  mINP {metrics['mINP']:.4f}  "
+        f"({result['num_query']} queries, {result['num_gallery']} gallery, {result['mode']})"
+    )
+    if out is not None:
+        atomic_write_json(out, result)
+        typer.echo(f"metrics -> {out}")
+
+
+@app.command("info")
+def info_command(index: Path = typer.Argument(..., help="An index folder.")) -> None:
+    """What an index holds: model, type, parameters, size."""
+    import json
+
+    from kdas.runtime.manifest import read_manifest
+
+    manifest = read_manifest(index).to_dict()
+    manifest.pop("files", None)
+    typer.echo(json.dumps(manifest, indent=2))
