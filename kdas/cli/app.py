@@ -40,6 +40,7 @@ def _register() -> None:
     from kdas.cli import evaluate as evaluate_cli
     from kdas.cli import export as export_cli
     from kdas.cli import index as index_cli
+    from kdas.cli import pipeline as pipeline_cli
     from kdas.cli import search as search_cli
     from kdas.cli import serve as serve_cli
     from kdas.cli import student as student_cli
@@ -54,6 +55,7 @@ def _register() -> None:
     app.command("ablate")(ablate_cli.ablate_command)
     app.add_typer(index_cli.app, name="index", help="Build, query and evaluate a gallery index.")
     app.command("serve")(serve_cli.serve_command)
+    app.command("pipeline")(pipeline_cli.pipeline_command)
     app.command("export")(export_cli.export_command)
     app.command("parity")(export_cli.parity_command)
     app.command("bench")(export_cli.bench_command)

@@ -48,52 +48,13 @@ def _embed_with_progress(description: str, total: int, work: Any) -> Any:
         return work(lambda done, _total: progress.update(task, completed=done))
 
 
-def _market_records(paths: list[Path], pid: int | None, camid: int | None) -> list[Any]:
-    """Records for loose images: --pid/--camid when given, else the Market-style file name."""
-    from kdas.data.layouts import folder
-    from kdas.data.layouts._common import parse_name
-    from kdas.data.records import ImageRecord
-    from kdas.errors import KdasError
-
-    records = []
-    for path in paths:
-        if pid is not None and camid is not None:
-            records.append(ImageRecord(str(path.resolve()), pid, camid))
-            continue
-        if folder.PATTERN.fullmatch(path.name) is None:
-            raise KdasError(
-                f"cannot tell the identity and camera of {path}: name it in the Market style "
-                "(0001_c1_anything.jpg) or pass --pid and --camid"
-            )
-        parsed_pid, parsed_cam = parse_name(folder.PATTERN, path, "folder", None)
-        records.append(
-            ImageRecord(
-                str(path.resolve()),
-                parsed_pid if pid is None else pid,
-                parsed_cam if camid is None else camid,
-            )
-        )
-    return records
-
-
 def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any]) -> list[Any]:
-    """The gallery split of a data set, or every Market-named image of a folder (junk out)."""
-    from kdas.constants import JUNK_PID
-    from kdas.data.layouts import load_dataset
-    from kdas.data.layouts._common import list_images
-    from kdas.errors import KdasError
+    """The gallery split of a data set, or every Market-named image of a folder."""
+    from kdas.data.layouts import folder, load_dataset
 
     if layout is not None:
         return list(load_dataset(gallery, layout, **options).gallery)
-    if not gallery.is_dir():
-        raise KdasError(f"gallery folder {gallery} does not exist")
-    images = list_images(gallery)
-    if not images:
-        raise KdasError(
-            f"{gallery} holds no images; pass a folder of Market-named images, or a data set "
-            "root with --layout"
-        )
-    return [r for r in _market_records(images, None, None) if r.pid != JUNK_PID]
+    return folder.folder_records(gallery)
 
 
 def _params(
@@ -157,9 +118,10 @@ def add_command(
     batch_size: int = typer.Option(32, "--batch-size"),
 ) -> None:
     """Add images to an index (saved atomically)."""
+    from kdas.data.layouts.folder import image_records
     from kdas.runtime.pipeline import add_to_index
 
-    records = _market_records(images, pid, camid)
+    records = image_records(images, pid, camid)
     ids = _embed_with_progress(
         "embedding images",
         len(records),
@@ -184,14 +146,11 @@ def query_command(
     from rich.console import Console
     from rich.table import Table
 
-    from kdas.data.layouts import folder
-    from kdas.data.layouts._common import parse_name
+    from kdas.data.layouts.folder import market_name
     from kdas.runtime.picture import query_picture
     from kdas.runtime.pipeline import query_index
 
-    known = [folder.PATTERN.fullmatch(p.name) is not None for p in images]
-    parsed = [parse_name(folder.PATTERN, p, "folder", None) if ok else (None, None)
-              for p, ok in zip(images, known, strict=True)]  # fmt: skip
+    parsed = [market_name(p) or (None, None) for p in images]
     cams = [camid if camid is not None else c for _, c in parsed]
     if exclude_same_camera and any(c is None for c in cams):
         from kdas.errors import KdasError

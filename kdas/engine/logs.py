@@ -61,6 +61,6 @@ def make_progress(enabled: bool = True) -> Progress:
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
-        disable=not enabled,
+        disable=not (enabled and console.is_terminal),  # no bar redraws in logs or CI
         transient=True,
     )

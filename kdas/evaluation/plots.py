@@ -99,7 +99,8 @@ def plot_rank_list(
         for qi in chosen
     }
 
-    fig = Figure(figsize=(1.1 * (topk + 1), 2.2 * len(chosen)))
+    height = 2.2 * len(chosen) + 0.4  # the extra 0.4 inch holds the title
+    fig = Figure(figsize=(1.1 * (topk + 1), height))
     axes = fig.subplots(len(chosen), topk + 1, squeeze=False)
     for row, qi in enumerate(chosen):
         query = query_records[qi]
@@ -117,7 +118,7 @@ def plot_rank_list(
             ax.set_title(f"#{col}  {dist[qi, gi]:.3f}\npid {item.pid}", fontsize=7)
         axes[row, 0].axis("off")
     fig.suptitle("Rank lists (green: same identity, red: wrong)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
     return _save(fig, out_png, dpi=100)
 
 

@@ -23,9 +23,10 @@ from kdas.export.metadata import read_metadata, with_precision, write_metadata
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 # onnxruntime's histogram calibrators (entropy, percentile) keep every activation of every
 # calibration image in memory until the end: 256 images of a C=64 student at 256x128 went past
-# 23 GB. MinMax folds its ranges every few batches and has no such limit.
+# 23 GB. MinMax keeps only per-batch minima and maxima, so it has no such limit. (Its
+# CalibMaxIntermediateOutputs option must stay unset: onnxruntime 1.32 drops the collected
+# batches when that count is reached instead of folding them into the ranges.)
 HISTOGRAM_MAX_IMAGES = 64
-_MINMAX_MERGE_BATCHES = 4
 
 
 def _quantization() -> Any:
@@ -110,7 +111,6 @@ def quantize_int8(
                 "entropy": quantization.CalibrationMethod.Entropy,
                 "percentile": quantization.CalibrationMethod.Percentile,
             }[method],
-            extra_options={"CalibMaxIntermediateOutputs": _MINMAX_MERGE_BATCHES},
         )
         result = onnx.load(str(quantized))
     write_metadata(result, with_precision(info, "int8"))

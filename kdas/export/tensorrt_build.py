@@ -19,7 +19,7 @@ from kdas.errors import BackendUnavailable, KdasError
 from kdas.export.calibration import CalibrationBatches
 from kdas.export.graph import import_onnx
 from kdas.export.metadata import read_metadata, with_precision
-from kdas.runtime.tensorrt_engine import _check, _import_backends, sidecar_candidates
+from kdas.runtime.tensorrt_engine import cuda_check, import_tensorrt_backends, sidecar_candidates
 from kdas.utils.atomic import atomic_write_bytes, atomic_write_json
 
 TRT_PRECISIONS = ("fp32", "fp16", "int8")
@@ -28,9 +28,9 @@ TRT_PRECISIONS = ("fp32", "fp16", "int8")
 def require_tensorrt() -> tuple[Any, Any]:
     """(tensorrt, cudart) when TensorRT, cuda-python and a CUDA device are all there;
     otherwise BackendUnavailable (exit code 2) saying which one is missing."""
-    trt, cudart = _import_backends()
+    trt, cudart = import_tensorrt_backends()
     try:
-        count = _check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
+        count = cuda_check(cudart.cudaGetDeviceCount(), "cudaGetDeviceCount")
     except BackendUnavailable:
         raise BackendUnavailable("TensorRT needs a CUDA GPU and none is visible here") from None
     if int(count) < 1:
@@ -47,7 +47,7 @@ def _entropy_calibrator(trt: Any, cudart: Any, batches: CalibrationBatches, cach
             self._batches = iter(batches)
             self._nbytes = batches.batch_size * 3 * batches.info.input_height * 4
             self._nbytes *= batches.info.input_width
-            self._device = _check(cudart.cudaMalloc(self._nbytes), "cudaMalloc")
+            self._device = cuda_check(cudart.cudaMalloc(self._nbytes), "cudaMalloc")
 
         def get_batch_size(self) -> int:
             return batches.batch_size
@@ -60,7 +60,7 @@ def _entropy_calibrator(trt: Any, cudart: Any, batches: CalibrationBatches, cach
                 batch = np.resize(batch, (batches.batch_size, *batch.shape[1:]))
             batch = np.ascontiguousarray(batch, dtype=np.float32)
             kind = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-            _check(
+            cuda_check(
                 cudart.cudaMemcpy(self._device, batch.ctypes.data, batch.nbytes, kind),
                 "cudaMemcpy",
             )

@@ -48,11 +48,11 @@ def read_engine_info(engine_path: str | os.PathLike[str]) -> EmbeddingModelInfo:
     names = " or ".join(str(c) for c in sidecar_candidates(engine_path))
     raise KdasError(
         f"TensorRT engine {engine_path} has no metadata sidecar ({names}): "
-        "export it with `kdas export --tensorrt`, which writes both"
+        "export it with `kdas export MODEL_DIR --to tensorrt`, which writes both"
     )
 
 
-def _import_backends() -> tuple[Any, Any]:
+def import_tensorrt_backends() -> tuple[Any, Any]:
     try:
         import tensorrt as trt
     except ImportError:
@@ -67,7 +67,7 @@ def _import_backends() -> tuple[Any, Any]:
     return trt, cudart
 
 
-def _check(result: tuple[Any, ...], what: str) -> Any:
+def cuda_check(result: tuple[Any, ...], what: str) -> Any:
     """cuda-python returns (error, value...); turn an error into one line."""
     error = result[0]
     if int(error) != 0:
@@ -83,20 +83,20 @@ class TensorRTRunner:
         if not self.path.is_file():
             raise KdasError(f"TensorRT engine {self.path} does not exist")
         self.info = read_engine_info(self.path)
-        trt, cudart = _import_backends()
+        trt, cudart = import_tensorrt_backends()
         self._trt, self._cudart = trt, cudart
-        _check(cudart.cudaSetDevice(0), "cudaSetDevice")
+        cuda_check(cudart.cudaSetDevice(0), "cudaSetDevice")
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         engine = runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
             raise KdasError(
                 f"TensorRT could not load {self.path}: it is corrupt or was built for another "
-                "TensorRT version or GPU; rebuild it with `kdas export --tensorrt` on this machine"
+                "TensorRT version or GPU; rebuild it here with `kdas export MODEL --to tensorrt`"
             )
         self._runtime, self._engine = runtime, engine
         self._context = engine.create_execution_context()
-        self._stream = _check(cudart.cudaStreamCreate(), "cudaStreamCreate")
+        self._stream = cuda_check(cudart.cudaStreamCreate(), "cudaStreamCreate")
         self._input = self.info.input_name
         self._output = self.info.output_name
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -117,8 +117,8 @@ class TensorRTRunner:
         pointer, size = self._buffers.get(name, (0, 0))
         if size < nbytes:
             if pointer:
-                _check(self._cudart.cudaFree(pointer), "cudaFree")
-            pointer = _check(self._cudart.cudaMalloc(nbytes), "cudaMalloc")
+                cuda_check(self._cudart.cudaFree(pointer), "cudaFree")
+            pointer = cuda_check(self._cudart.cudaMalloc(nbytes), "cudaMalloc")
             self._buffers[name] = (pointer, nbytes)
         return pointer
 
@@ -139,7 +139,7 @@ class TensorRTRunner:
         d_out = self._device_buffer(self._output, output.nbytes)
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _check(
+        cuda_check(
             cudart.cudaMemcpyAsync(d_in, batch.ctypes.data, batch.nbytes, to_device, self._stream),
             "cudaMemcpyAsync",
         )
@@ -147,11 +147,11 @@ class TensorRTRunner:
         self._context.set_tensor_address(self._output, d_out)
         if not self._context.execute_async_v3(self._stream):
             raise KdasError(f"TensorRT engine {self.path} failed to run")
-        _check(
+        cuda_check(
             cudart.cudaMemcpyAsync(output.ctypes.data, d_out, output.nbytes, to_host, self._stream),
             "cudaMemcpyAsync",
         )
-        _check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        cuda_check(cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return output
 
     def close(self) -> None:

@@ -1,0 +1,129 @@
+"""Run the stages in order; skip the ones whose outputs are complete and whose config (and
+upstream configs) did not change; stop at the first failure, keeping what finished."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kdas.engine.logs import console
+from kdas.errors import KdasError
+from kdas.pipeline.config import STAGES, PipelineConfig
+from kdas.utils.atomic import atomic_write_json
+from kdas.utils.config import config_hash, to_dict
+
+STATE_FILE = "pipeline.json"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    root: Path
+
+    @property
+    def teacher(self) -> Path:
+        return self.root / "teacher"
+
+    @property
+    def search(self) -> Path:
+        return self.root / "search"
+
+    @property
+    def student(self) -> Path:
+        return self.root / "student"
+
+    @property
+    def eval(self) -> Path:
+        return self.root / "eval"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def index(self) -> Path:
+        return self.root / "index"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_FILE
+
+
+@dataclass
+class StageContext:
+    cfg: PipelineConfig
+    paths: RunPaths
+    resume: bool
+    force: bool
+    results: dict[str, Any]  # summaries of the stages run or skipped so far
+
+
+StageFn = Callable[[StageContext], dict[str, Any]]
+
+
+def read_state(paths: RunPaths) -> dict[str, Any]:
+    if not paths.state.is_file():
+        return {}
+    try:
+        return json.loads(paths.state.read_text())
+    except json.JSONDecodeError:
+        console.log(f"{paths.state} is damaged; every stage will be checked again")
+        return {}
+
+
+def stage_section(cfg: PipelineConfig, name: str) -> Any:
+    """What a stage's outputs depend on, besides its upstream stages."""
+    section = getattr(cfg, name, None)
+    return to_dict(section) if section is not None else {}
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    stage_functions: dict[str, StageFn],
+    force: bool = False,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Returns every stage's summary. A stage whose config changed is rerun from scratch."""
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown:
+        raise KdasError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
+    paths = RunPaths(Path(cfg.runs_dir) / cfg.name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    state = read_state(paths)
+    ctx = StageContext(cfg, paths, resume, force, results={})
+    upstream = ""
+    ordered = [s for s in STAGES if s in cfg.stages]
+    for number, name in enumerate(ordered, start=1):
+        digest = config_hash({"config": stage_section(cfg, name), "upstream": upstream})
+        record = state.get(name, {})
+        up_to_date = record.get("status") == "done" and record.get("hash") == digest
+        console.rule(f"[bold]{number}/{len(ordered)} {name}")
+        if up_to_date and not force and name != "report":
+            console.log(f"{name}: up to date, skipped (use --force to run it again)")
+            ctx.results[name] = record.get("summary", {})
+        else:
+            changed = bool(record) and record.get("hash") != digest
+            ctx.force = force or changed
+            started = time.perf_counter()
+            state[name] = {"status": "running", "hash": digest}
+            atomic_write_json(paths.state, state)
+            try:
+                summary = stage_functions[name](ctx)
+            except BaseException as exc:
+                state[name] = {"status": "failed", "hash": digest, "error": str(exc)}
+                atomic_write_json(paths.state, state)
+                raise
+            seconds = time.perf_counter() - started
+            state[name] = {"status": "done", "hash": digest, "seconds": seconds, "summary": summary}
+            atomic_write_json(paths.state, state)
+            ctx.results[name] = summary
+            console.log(f"{name}: done in {seconds:.0f} s")
+        upstream = digest
+    return ctx.results

@@ -1,0 +1,268 @@
+"""The pipeline's stages: each one a call of the library function the matching CLI uses."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from kdas.engine.logs import console
+from kdas.errors import KdasError
+from kdas.pipeline.runner import StageContext
+
+
+def _with_data(section: Any, ctx: StageContext) -> Any:
+    """A stage config with the pipeline's data set filled in."""
+    section = copy.deepcopy(section)
+    section.data.root = ctx.cfg.data.root
+    section.data.layout = ctx.cfg.data.layout
+    section.data.options = dict(ctx.cfg.data.options)
+    return section
+
+
+def data_stage(ctx: StageContext) -> dict[str, Any]:
+    from pathlib import Path
+
+    from kdas.data.inspect import summarize
+    from kdas.data.layouts import load_dataset
+    from kdas.data.synthetic import synthesize
+
+    data = ctx.cfg.data
+    root = Path(data.root)
+    if data.synthesize is not None:
+        made = root / "synth_config.json"
+        if ctx.force or not made.is_file():
+            if data.synthesize.layout != data.layout:
+                raise KdasError(
+                    f"data.synthesize.layout {data.synthesize.layout!r} differs from data.layout "
+                    f"{data.layout!r}"
+                )
+            console.log(f"synthesising {data.synthesize.ids} identities into {root}")
+            synthesize(root, data.synthesize, progress=True)
+    elif not root.exists():
+        raise KdasError(f"data set folder {root} not found (set data.root, or data.synthesize)")
+    splits = load_dataset(str(root), data.layout, **data.options)
+    return {"summary": summarize(splits), "root": str(root), "layout": data.layout}
+
+
+def teacher_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.engine.stages import train_teacher
+
+    result = train_teacher(
+        _with_data(ctx.cfg.teacher, ctx), ctx.paths.teacher, resume=ctx.resume, force=ctx.force
+    )
+    return {"metrics": result.metrics, "seconds": result.wall_time_s}
+
+
+def search_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.models.genotype import genotype_to_dict
+    from kdas.search.loop import run_search
+
+    cfg = _with_data(ctx.cfg.search, ctx)
+    if cfg.loss.kd != "none":
+        cfg.teacher = str(ctx.paths.teacher)
+    result = run_search(cfg, ctx.paths.search, resume=ctx.resume, force=ctx.force)
+    return {"genotype": genotype_to_dict(result.genotype), "seconds": result.wall_time_s}
+
+
+def student_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.engine.stages import train_student
+
+    cfg = _with_data(ctx.cfg.student, ctx)
+    cfg.genotype = str(ctx.paths.search / "genotype.json")
+    if cfg.loss.kd != "none":
+        cfg.teacher = str(ctx.paths.teacher)
+    result = train_student(cfg, ctx.paths.student, resume=ctx.resume, force=ctx.force)
+    return {"metrics": result.metrics, "seconds": result.wall_time_s}
+
+
+def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
+    """Teacher and student on the same split, side by side, with their CMC curves."""
+    import numpy as np
+
+    from kdas.engine.evaluate import evaluate_artifact
+    from kdas.evaluation.plots import plot_cmc
+
+    data = ctx.cfg.data
+    reports = {}
+    for kind, folder in (("teacher", ctx.paths.teacher), ("student", ctx.paths.student)):
+        reports[kind] = evaluate_artifact(
+            folder,
+            data.root,
+            data.layout,
+            out_dir=ctx.paths.eval / kind,
+            options=dict(data.options),
+            rerank=ctx.cfg.evaluate.rerank,
+            flip=ctx.cfg.evaluate.flip,
+        )
+    plot_cmc({kind: np.array(r["cmc"]) for kind, r in reports.items()}, ctx.paths.eval / "cmc.png")
+    return {kind: r["metrics"] for kind, r in reports.items()}
+
+
+def export_stage(ctx: StageContext) -> dict[str, Any]:
+    """Student and teacher to ONNX; the student also to INT8 / FP16 / TensorRT as configured."""
+    from kdas.errors import BackendUnavailable
+    from kdas.export.api import export_model
+
+    e, data, paths = ctx.cfg.export, ctx.cfg.data, ctx.paths
+    files: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    for kind, folder in (("student", paths.student), ("teacher", paths.teacher)):
+        target = paths.export / f"{kind}.onnx"
+        files[target.name] = str(export_model(folder, "onnx", out=target, opset=e.opset))
+    calibration = {
+        "calib_data": data.root,
+        "calib_layout": data.layout,
+        "calib_images": e.calib_images,
+        "calib_options": dict(data.options),
+    }
+    if e.int8:
+        target = paths.export / "student.int8.onnx"
+        files[target.name] = str(
+            export_model(paths.student, "onnx", out=target, int8=True, opset=e.opset, **calibration)
+        )
+    if e.fp16:
+        target = paths.export / "student.fp16.onnx"
+        files[target.name] = str(
+            export_model(paths.student, "onnx", out=target, fp16=True, opset=e.opset)
+        )
+    if e.tensorrt != "off":
+        suffix = "" if e.tensorrt == "fp32" else f".{e.tensorrt}"
+        target = paths.export / f"student{suffix}.engine"
+        try:
+            extra = calibration if e.tensorrt == "int8" else {}
+            files[target.name] = str(
+                export_model(paths.student, "tensorrt", out=target, precision=e.tensorrt, **extra)
+            )
+        except BackendUnavailable as exc:
+            skipped[target.name] = str(exc)
+            console.log(f"TensorRT skipped: {exc}")
+    return {"files": files, "skipped": skipped}
+
+
+def parity_stage(ctx: StageContext) -> dict[str, Any]:
+    """Every export against its PyTorch model; any failed threshold fails the stage."""
+    from kdas.export.parity import check_parity
+
+    data, paths = ctx.cfg.data, ctx.paths
+    files = ctx.results.get("export", {}).get("files", {})
+    if not files:
+        raise KdasError("no exported models to check: run the export stage first")
+    reports = {}
+    for name, path in files.items():
+        folder = paths.teacher if name.startswith("teacher") else paths.student
+        report = check_parity(
+            folder,
+            path,
+            data.root,
+            data.layout,
+            options=dict(data.options),
+            num_images=ctx.cfg.parity.num_images,
+            out=paths.export / "parity.json",
+        )
+        reports[name] = {
+            k: report[k]
+            for k in ("precision", "passed", "max_abs_diff", "min_cosine", "map_drop", "checks")
+        }
+        reports[name]["mAP"] = {
+            "torch": (report["torch"] or {}).get("mAP"),
+            "exported": (report["exported_metrics"] or {}).get("mAP"),
+        }
+        reports[name]["top10_overlap"] = report.get("top10_overlap")
+    failed = [name for name, r in reports.items() if not r["passed"]]
+    if failed:
+        details = "; ".join(
+            f"{name}: " + ", ".join(c["name"] for c in reports[name]["checks"] if not c["passed"])
+            for name in failed
+        )
+        raise KdasError(f"parity failed ({details}); see {paths.export / 'parity.json'}")
+    return reports
+
+
+def bench_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.export.bench import BenchConfig, run_bench
+
+    b, data, paths = ctx.cfg.bench, ctx.cfg.data, ctx.paths
+    files = ctx.results.get("export", {}).get("files", {})
+    exported: dict[str, dict[str, Any]] = {"student": {}, "teacher": {}}
+    for name, path in files.items():
+        role = "teacher" if name.startswith("teacher") else "student"
+        if name.endswith(".int8.onnx"):
+            exported[role]["onnx-int8"] = path
+        elif name == f"{role}.onnx":
+            exported[role]["onnx"] = path
+    config = BenchConfig(
+        backends=tuple(b.backends),
+        batches=tuple(b.batch),
+        repeats=b.repeats,
+        threads=b.threads,
+        calib_data=data.root,
+        calib_layout=data.layout,
+        calib_images=min(ctx.cfg.export.calib_images, 64),
+    )
+    result = run_bench(paths.student, paths.teacher, paths.export, config, exported=exported)
+    return {"ratios": result["ratios"], "absent": result["absent"], "size": result["size"]}
+
+
+def index_stage(ctx: StageContext) -> dict[str, Any]:
+    """Index the gallery with the exported student and answer the query split through it."""
+    import time
+
+    import numpy as np
+
+    from kdas.data.layouts import load_dataset
+    from kdas.runtime.embedder import Embedder
+    from kdas.runtime.pipeline import build_index, evaluate_index
+
+    data, paths = ctx.cfg.data, ctx.paths
+    model = paths.export / (
+        "student.int8.onnx" if ctx.cfg.index.model == "int8" else "student.onnx"
+    )
+    if not model.is_file():
+        raise KdasError(f"{model} is missing: run the export stage first")
+    splits = load_dataset(data.root, data.layout, **data.options)
+    started = time.perf_counter()
+    index = build_index(model, splits.gallery, paths.index, index_type=ctx.cfg.index.type)
+    build_s = time.perf_counter() - started
+    embedder = Embedder(model)
+    evaluation = evaluate_index(index, embedder, splits.query)
+    queries = embedder.embed_images([r.path for r in splits.query])
+    started = time.perf_counter()
+    index.search_ids(queries, 10)
+    batch_s = time.perf_counter() - started
+    single = []
+    for row in queries[: min(50, len(queries))]:
+        t0 = time.perf_counter()
+        index.search_ids(row[None], 10)
+        single.append(time.perf_counter() - t0)
+    return {
+        "model": model.name,
+        "index_type": ctx.cfg.index.type,
+        "num_gallery": len(splits.gallery),
+        "build_seconds": build_s,
+        "metrics": evaluation["metrics"],
+        "embed_images_per_s": len(splits.query) / max(evaluation["embed_seconds"], 1e-9),
+        "queries_per_s_batched": len(queries) / max(batch_s, 1e-9),
+        "single_query_ms_p50": float(np.median(single) * 1000),
+    }
+
+
+def report_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.pipeline.report import print_summary, write_report
+
+    path = write_report(ctx)
+    print_summary(ctx)
+    return {"report": str(path)}
+
+
+STAGE_FUNCTIONS = {
+    "data": data_stage,
+    "teacher": teacher_stage,
+    "search": search_stage,
+    "student": student_stage,
+    "evaluate": evaluate_stage,
+    "export": export_stage,
+    "parity": parity_stage,
+    "bench": bench_stage,
+    "index": index_stage,
+    "report": report_stage,
+}
