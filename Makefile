@@ -3,9 +3,8 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kdas-installed
-DEMO_DATA := data/synthetic-market
 
-.PHONY: demo test lint bench clean-demo
+.PHONY: demo test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdas needs Python >= 3.11 (set PYTHON=python3.11)")'
@@ -28,5 +27,12 @@ lint: $(STAMP)
 	$(BIN)/ruff check kdas tests benchmarks examples
 	$(BIN)/ruff format --check kdas tests benchmarks examples
 
+# Every benchmark, one after the other (about an hour on 2 cores); results in docs/benchmarks.md.
 bench: $(STAMP)
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/bench_data_synth.py
+	$(BIN)/python benchmarks/bench_eval.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_search.py
+	$(BIN)/python benchmarks/bench_deploy.py
+	$(BIN)/python benchmarks/bench_index.py
+	$(BIN)/python benchmarks/bench_service.py

@@ -12,23 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from genotypes import EVERY_OP
 
 from kdas.models.artifacts import save_model_artifact
-from kdas.models.genotype import Genotype, genotype_to_dict
+from kdas.models.genotype import genotype_to_dict
 from kdas.models.spec import ModelSpec, StudentArch, TeacherArch
 
-EVERY_OP = Genotype(
-    normal=(
-        ("sep_conv_3x3", 0), ("part_aware", 1), ("dil_conv_3x3", 0), ("skip_connect", 2),
-        ("max_pool_3x3", 1), ("avg_pool_3x3", 3), ("part_aware", 4), ("sep_conv_3x3", 2),
-    ),
-    normal_concat=(2, 3, 4, 5),
-    reduce=(
-        ("skip_connect", 0), ("part_aware", 1), ("max_pool_3x3", 0), ("dil_conv_3x3", 2),
-        ("avg_pool_3x3", 1), ("sep_conv_3x3", 3), ("none", 2), ("dil_conv_3x3", 4),
-    ),
-    reduce_concat=(3, 4, 5),
-)  # fmt: skip
 TEACHER_SIZE = (64, 32)
 STUDENT_SIZE = (128, 64)  # the part-aware op needs >= 4 rows after the last reduction
 

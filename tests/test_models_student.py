@@ -9,36 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from genotypes import EVERY_OP
 
 from kdas.errors import KdasError
 from kdas.models.genotype import Genotype, save_genotype
 from kdas.models.student import StudentNetwork
-
-# Every registered op, at stride 1 and (in the reduction cell) stride 2.
-EVERY_OP = Genotype(
-    normal=(
-        ("sep_conv_3x3", 0),
-        ("part_aware", 1),
-        ("dil_conv_3x3", 0),
-        ("skip_connect", 2),
-        ("max_pool_3x3", 1),
-        ("avg_pool_3x3", 3),
-        ("part_aware", 4),
-        ("sep_conv_3x3", 2),
-    ),
-    normal_concat=(2, 3, 4, 5),
-    reduce=(
-        ("skip_connect", 0),
-        ("part_aware", 1),
-        ("max_pool_3x3", 0),
-        ("dil_conv_3x3", 2),
-        ("avg_pool_3x3", 1),
-        ("sep_conv_3x3", 3),
-        ("none", 2),
-        ("dil_conv_3x3", 4),
-    ),
-    reduce_concat=(3, 4, 5),
-)
 
 
 @pytest.fixture(autouse=True, scope="module")

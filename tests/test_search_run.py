@@ -137,3 +137,32 @@ def test_cli_search_without_distillation(tiny_market: Path, tmp_path: Path, caps
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["loss"]["kd"] == "none" and saved["max_skip_normal"] == 1
     assert sum(op == "skip_connect" for op, _ in load_genotype(out / "genotype.json").normal) <= 1
+
+
+def test_search_under_torchrun_two_gloo_processes(
+    tiny_market: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    config = tmp_path / "search.yaml"
+    config.write_text(
+        "data: {size: [32, 16], p: 4, k: 2, batches_per_epoch: 2, num_workers: 0}\n"
+        "model: {C: 4, layers: 2, reduction_positions: [1], steps: 2, multiplier: 2}\n"
+        "run: {epochs: 2, progress: false, device: cpu}\n"
+    )
+    out = tmp_path / "search"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [
+        str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "kdas", "search",
+        "--teacher", str(tiny_teacher), "--data", str(tiny_market), "--out", str(out),
+        "--config", str(config),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("genotype ->") == 1  # only rank 0 reports
+    history = [json.loads(x) for x in (out / "alphas.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [0, 1]  # one writer
+    load_genotype(out / "genotype.json")

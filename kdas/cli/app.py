@@ -46,19 +46,29 @@ def _register() -> None:
     from kdas.cli import student as student_cli
     from kdas.cli import teacher as teacher_cli
 
-    app.add_typer(data_cli.app, name="data", help="Synthesise and inspect Re-ID data sets.")
-    app.add_typer(teacher_cli.app, name="teacher", help="Train the ResNet Re-ID teacher.")
-    app.command("search")(search_cli.search_command)
-    app.command("train")(student_cli.train_command)
-    app.command("eval")(evaluate_cli.eval_command)
-    app.command("info")(evaluate_cli.info_command)
-    app.command("ablate")(ablate_cli.ablate_command)
-    app.add_typer(index_cli.app, name="index", help="Build, query and evaluate a gallery index.")
-    app.command("serve")(serve_cli.serve_command)
-    app.command("pipeline")(pipeline_cli.pipeline_command)
-    app.command("export")(export_cli.export_command)
-    app.command("parity")(export_cli.parity_command)
-    app.command("bench")(export_cli.bench_command)
+    train, deploy, whole = "Train and search", "Deploy", "End to end"
+    app.add_typer(
+        data_cli.app, name="data", help="Synthesise and inspect Re-ID data sets.",
+        rich_help_panel=train,
+    )  # fmt: skip
+    app.add_typer(
+        teacher_cli.app, name="teacher", help="Train the ResNet Re-ID teacher.",
+        rich_help_panel=train,
+    )  # fmt: skip
+    app.command("search", rich_help_panel=train)(search_cli.search_command)
+    app.command("train", rich_help_panel=train)(student_cli.train_command)
+    app.command("eval", rich_help_panel=train)(evaluate_cli.eval_command)
+    app.command("info", rich_help_panel=train)(evaluate_cli.info_command)
+    app.command("ablate", rich_help_panel=train)(ablate_cli.ablate_command)
+    app.command("export", rich_help_panel=deploy)(export_cli.export_command)
+    app.command("parity", rich_help_panel=deploy)(export_cli.parity_command)
+    app.command("bench", rich_help_panel=deploy)(export_cli.bench_command)
+    app.add_typer(
+        index_cli.app, name="index", help="Build, query and evaluate a gallery index.",
+        rich_help_panel=deploy,
+    )  # fmt: skip
+    app.command("serve", rich_help_panel=deploy)(serve_cli.serve_command)
+    app.command("pipeline", rich_help_panel=whole)(pipeline_cli.pipeline_command)
 
 
 _register()

@@ -54,7 +54,9 @@ MergeValOption = typer.Option(
     None, "--merge-val/--no-merge-val", help="MSMT17: merge the val list into train."
 )
 DistractorsOption = typer.Option(
-    None, "--distractors/--no-distractors", help="Market-1501: add the 500k images/ to the gallery."
+    None,
+    "--include-distractors/--no-distractors",
+    help="Market-1501: add the 500k images/ to the gallery.",
 )
 
 
@@ -63,3 +65,28 @@ def is_main_process() -> bool:
     import os
 
     return os.environ.get("RANK", "0") == "0"
+
+
+def data_overrides(
+    data: str | None,
+    layout: str | None,
+    size: str | None = None,
+    p: int | None = None,
+    k: int | None = None,
+    workers: int | None = None,
+    variant: str | None = None,
+    merge_val: bool | None = None,
+    distractors: bool | None = None,
+    batches_per_epoch: int | None = None,
+) -> dict[str, Any]:
+    """The `data` section of a training config from the options every training command has."""
+    return {
+        "root": data,
+        "layout": layout,
+        "size": parse_size(size),
+        "p": p,
+        "k": k,
+        "num_workers": workers,
+        "batches_per_epoch": batches_per_epoch,
+        "options": layout_options(variant, merge_val, distractors),
+    }

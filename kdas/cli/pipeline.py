@@ -19,8 +19,7 @@ def pipeline_command(
         None, "--stages", help="Comma list of stages to run (default: the config's, all)."
     ),
 ) -> None:
-    """Teacher, search, student, export, parity, bench, index and report; finished stages whose
-    config did not change are skipped."""
+    """Every stage from data to report; finished stages with an unchanged config are skipped."""
     from kdas.pipeline.config import PipelineConfig
     from kdas.pipeline.runner import run_pipeline
     from kdas.pipeline.stages import STAGE_FUNCTIONS

@@ -41,16 +41,18 @@ def search_command(
 
     overrides = {
         "teacher": str(teacher) if teacher else None,
-        "data": {
-            "root": data,
-            "layout": layout,
-            "size": common.parse_size(size),
-            "p": p,
-            "k": k,
-            "batches_per_epoch": steps_per_epoch,
-            "num_workers": workers,
-            "options": common.layout_options(variant, merge_val, distractors),
-        },
+        "data": common.data_overrides(
+            data,
+            layout,
+            size,
+            p,
+            k,
+            workers,
+            variant,
+            merge_val,
+            distractors,
+            batches_per_epoch=steps_per_epoch,
+        ),
         "model": {"C": channels},
         "optim": {"order": order},
         "loss": {"kd": kd},

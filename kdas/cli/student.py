@@ -43,15 +43,9 @@ def train_command(
     overrides = {
         "genotype": str(genotype) if genotype else None,
         "teacher": str(teacher) if teacher else None,
-        "data": {
-            "root": data,
-            "layout": layout,
-            "size": common.parse_size(size),
-            "p": p,
-            "k": k,
-            "num_workers": workers,
-            "options": common.layout_options(variant, merge_val, distractors),
-        },
+        "data": common.data_overrides(
+            data, layout, size, p, k, workers, variant, merge_val, distractors
+        ),
         "model": {"C": channels, "drop_path_prob": drop_path},
         "optim": {"lr": lr},
         "loss": {"kd": kd},

@@ -47,15 +47,9 @@ def train(
     from kdas.utils.config import load_typed_config
 
     overrides = {
-        "data": {
-            "root": data,
-            "layout": layout,
-            "size": common.parse_size(size),
-            "p": p,
-            "k": k,
-            "num_workers": workers,
-            "options": common.layout_options(variant, merge_val, distractors),
-        },
+        "data": common.data_overrides(
+            data, layout, size, p, k, workers, variant, merge_val, distractors
+        ),
         "model": {
             "name": arch,
             "last_stride": last_stride,

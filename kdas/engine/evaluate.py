@@ -48,6 +48,17 @@ def _extract_sharded(
     return out
 
 
+def _as_features(array: np.ndarray, records: list[ImageRecord]) -> Any:
+    from kdas.evaluation.extract import Features
+
+    return Features(
+        array,
+        np.array([r.pid for r in records], dtype=np.int64),
+        np.array([r.camid for r in records], dtype=np.int64),
+        [r.path for r in records],
+    )
+
+
 def evaluate_model(
     model: torch.nn.Module,
     splits: ReIDSplits,
@@ -61,8 +72,7 @@ def evaluate_model(
     progress: bool = True,
 ) -> dict[str, Any]:
     """rank-1/5/10, mAP, mINP (the same numbers on every rank)."""
-    from kdas.evaluation import compute_distance_matrix, evaluate_rank
-    from kdas.evaluation import rerank as k_rerank
+    from kdas.evaluation.extract import evaluate_features
 
     ctx = ctx or DistContext(device=next(model.parameters()).device)
     was_training = model.training
@@ -73,19 +83,8 @@ def evaluate_model(
     model.train(was_training)
     metrics = None
     if ctx.is_main:
-        distmat = compute_distance_matrix(q, g, metric="cosine")
-        if rerank:
-            distmat = k_rerank(
-                distmat,
-                compute_distance_matrix(q, q, metric="cosine"),
-                compute_distance_matrix(g, g, metric="cosine"),
-            )
-        result = evaluate_rank(
-            distmat,
-            np.array([r.pid for r in splits.query]),
-            np.array([r.pid for r in splits.gallery]),
-            np.array([r.camid for r in splits.query]),
-            np.array([r.camid for r in splits.gallery]),
+        result, _ = evaluate_features(
+            _as_features(q, splits.query), _as_features(g, splits.gallery), rerank=rerank
         )
         metrics = result.to_dict()
     return broadcast_object(ctx, metrics)
@@ -106,9 +105,7 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     """`kdas eval`: metrics of a model folder on a data set, plus a rank list and a CMC plot."""
     from kdas.data.layouts import load_dataset
-    from kdas.evaluation import compute_distance_matrix, evaluate_rank
-    from kdas.evaluation import rerank as k_rerank
-    from kdas.evaluation.extract import extract_features
+    from kdas.evaluation.extract import evaluate_features, extract_features
     from kdas.evaluation.plots import plot_cmc, plot_rank_list
     from kdas.models import load as load_model
 
@@ -119,8 +116,8 @@ def evaluate_artifact(
     model = loaded.model.to(ctx.device)
     size = tuple(loaded.spec.input_size)
     autocast_dtype = torch.bfloat16 if precision == "bf16" else None
-    feats = {
-        name: extract_features(
+    feats = [
+        extract_features(
             model,
             records,
             size,
@@ -129,23 +126,10 @@ def evaluate_artifact(
             device=ctx.device,
             num_workers=num_workers,
             autocast_dtype=autocast_dtype,
-        ).features
-        for name, records in (("query", splits.query), ("gallery", splits.gallery))
-    }
-    distmat = compute_distance_matrix(feats["query"], feats["gallery"], metric="cosine")
-    if rerank:
-        distmat = k_rerank(
-            distmat,
-            compute_distance_matrix(feats["query"], feats["query"], metric="cosine"),
-            compute_distance_matrix(feats["gallery"], feats["gallery"], metric="cosine"),
         )
-    result = evaluate_rank(
-        distmat,
-        np.array([r.pid for r in splits.query]),
-        np.array([r.pid for r in splits.gallery]),
-        np.array([r.camid for r in splits.query]),
-        np.array([r.camid for r in splits.gallery]),
-    )
+        for records in (splits.query, splits.gallery)
+    ]
+    result, distmat = evaluate_features(*feats, rerank=rerank)
     out = Path(out_dir) if out_dir else Path(model_dir) / "eval"
     out.mkdir(parents=True, exist_ok=True)
     report = {

@@ -20,6 +20,7 @@ from kdas.engine.trainer import LAST_CHECKPOINT, TrainResult, fit
 from kdas.errors import KdasError
 from kdas.losses import KDSchedule, ReIDObjective
 from kdas.models.artifacts import CONFIG_FILE, WEIGHTS_FILE, save_model_artifact
+from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
@@ -113,43 +114,54 @@ def _finish(
     barrier(ctx)
 
 
+def begin_stage(run: Any, data: DataConfig, out_dir: Path, resume: bool, force: bool) -> Any:
+    """What every training stage does first: join DDP, guard the output folder (rank 0),
+    seed, load the data set. Returns (DistContext, ReIDSplits)."""
+    ctx = setup_distributed(run.device)
+    if ctx.is_main:
+        prepare_stage_dir(out_dir, resume, force)
+    barrier(ctx)
+    seed_everything(run, ctx)
+    return ctx, load_splits(data)
+
+
+def load_distillation_teacher(kd: str, teacher: str, num_classes: int) -> torch.nn.Module | None:
+    """The frozen, eval-mode teacher a distillation mode needs (None for `none`)."""
+    if kd == "none":
+        return None
+    if not teacher:
+        raise KdasError(f"loss.kd = {kd!r} needs --teacher DIR (or use --kd none)")
+    from kdas.models import load as load_model
+
+    model = load_model(teacher).model
+    if model.num_classes != num_classes:
+        raise KdasError(
+            f"teacher {teacher} knows {model.num_classes} identities but the training set has "
+            f"{num_classes}: train the teacher on the same data set"
+        )
+    return model.requires_grad_(False).eval()
+
+
 def train_teacher(
     cfg: TeacherTrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False
 ) -> TrainResult:
     """Train the ResNet teacher with CE + triplet (distillation is for students)."""
-    from kdas.models.teacher import build_teacher
-
     out_dir = Path(out_dir)
     if cfg.loss.kd != "none":
         raise KdasError("the teacher trains on labels: set loss.kd = 'none'")
-    ctx = setup_distributed(cfg.run.device)
-    if ctx.is_main:
-        prepare_stage_dir(out_dir, resume, force)
-    barrier(ctx)
-    seed_everything(cfg.run, ctx)
-    splits = load_splits(cfg.data)
+    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
     spec = ModelSpec(
         kind="teacher",
         num_classes=splits.num_train_pids,
         input_size=tuple(cfg.data.size),
         teacher=cfg.model,
     )
-    model = build_teacher(
-        spec.num_classes, cfg.model.name, cfg.model.last_stride, cfg.model.imagenet_weights
-    )
+    model = build_model(spec)
     objective = build_objective(cfg.loss, cfg.run.epochs)
     result = fit(
-        model,
-        splits,
-        objective,
-        cfg.data,
-        cfg.optim,
-        cfg.run,
-        out_dir,
-        ctx,
-        resume=resume,
-        resume_key=_resume_key(cfg),
-    )
+        model, splits, objective, cfg.data, cfg.optim, cfg.run, out_dir, ctx,
+        resume=resume, resume_key=_resume_key(cfg),
+    )  # fmt: skip
     _finish(out_dir, model, spec, "teacher", cfg, result, ctx)
     return result
 
@@ -158,62 +170,29 @@ def train_student(
     cfg: StudentTrainConfig, out_dir: str | Path, resume: bool = False, force: bool = False
 ) -> TrainResult:
     """Retrain the static network of a genotype with the search's objective (paper 4.2.2)."""
-    from kdas.models import load as load_model
     from kdas.models.genotype import genotype_to_dict, load_genotype
-    from kdas.models.student import StudentNetwork
 
     out_dir = Path(out_dir)
     if not cfg.genotype:
         raise KdasError("no genotype given: pass --genotype runs/NAME/search/genotype.json")
-    genotype = load_genotype(cfg.genotype)
-    ctx = setup_distributed(cfg.run.device)
-    if ctx.is_main:
-        prepare_stage_dir(out_dir, resume, force)
-    barrier(ctx)
-    seed_everything(cfg.run, ctx)
-    splits = load_splits(cfg.data)
-    teacher = None
-    if cfg.loss.kd != "none":
-        if not cfg.teacher:
-            raise KdasError(f"loss.kd = {cfg.loss.kd!r} needs --teacher DIR (or use --kd none)")
-        teacher = load_model(cfg.teacher).model
-        if teacher.num_classes != splits.num_train_pids:
-            raise KdasError(
-                f"teacher {cfg.teacher} knows {teacher.num_classes} identities but the training "
-                f"set has {splits.num_train_pids}: train the teacher on the same data set"
-            )
+    genotype = genotype_to_dict(load_genotype(cfg.genotype))
+    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
+    teacher = load_distillation_teacher(cfg.loss.kd, cfg.teacher, splits.num_train_pids)
     spec = ModelSpec(
         kind="student",
         num_classes=splits.num_train_pids,
         input_size=tuple(cfg.data.size),
         student=cfg.model,
-        genotype=genotype_to_dict(genotype),
+        genotype=genotype,
     )
-    model = StudentNetwork(
-        genotype,
-        C=cfg.model.C,
-        num_classes=spec.num_classes,
-        layers=cfg.model.layers,
-        reduction_positions=tuple(cfg.model.reduction_positions),
-        stem_multiplier=cfg.model.stem_multiplier,
-        drop_path_prob=cfg.model.drop_path_prob,
-    )
+    model = build_model(spec)
     objective = build_objective(cfg.loss, cfg.run.epochs)
     result = fit(
-        model,
-        splits,
-        objective,
-        cfg.data,
-        cfg.optim,
-        cfg.run,
-        out_dir,
-        ctx,
-        teacher=teacher,
-        resume=resume,
-        resume_key=_resume_key(cfg),
-    )
+        model, splits, objective, cfg.data, cfg.optim, cfg.run, out_dir, ctx,
+        teacher=teacher, resume=resume, resume_key=_resume_key(cfg),
+    )  # fmt: skip
     if ctx.is_main:
-        atomic_write_json(out_dir / "genotype.json", genotype_to_dict(genotype))
+        atomic_write_json(out_dir / "genotype.json", genotype)
     _finish(out_dir, model, spec, "student", cfg, result, ctx, extra={"teacher": cfg.teacher})
     return result
 

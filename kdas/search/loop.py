@@ -20,12 +20,11 @@ from kdas.engine.distributed import (
     DistContext,
     all_reduce_mean,
     barrier,
-    setup_distributed,
     unwrap,
 )
 from kdas.engine.logs import JsonlLog, console, make_progress
 from kdas.engine.precision import autocast, check_precision
-from kdas.engine.stages import build_objective, load_splits, prepare_stage_dir, seed_everything
+from kdas.engine.stages import begin_stage, build_objective, load_distillation_teacher
 from kdas.errors import KdasError
 from kdas.search.architect import Architect, Batch, batch_loss
 from kdas.search.config import SearchConfig
@@ -107,23 +106,6 @@ def _teacher_logits(
         return teacher.classify(images).float()
 
 
-def _load_teacher(cfg: SearchConfig, num_classes: int, device: torch.device) -> Any:
-    if cfg.loss.kd == "none":
-        return None
-    if not cfg.teacher:
-        raise KdasError(f"loss.kd = {cfg.loss.kd!r} needs --teacher DIR (or use --kd none)")
-    from kdas.models import load as load_model
-
-    teacher = load_model(cfg.teacher).model
-    if teacher.num_classes != num_classes:
-        raise KdasError(
-            f"teacher {cfg.teacher} knows {teacher.num_classes} identities but the training set "
-            f"has {num_classes}: train the teacher on the same data set"
-        )
-    teacher.requires_grad_(False)
-    return teacher.to(device).eval()
-
-
 def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
     from kdas.models.genotype import count_skips, genotype_to_dict
 
@@ -147,17 +129,14 @@ def run_search(
     from kdas.models.supernet import Supernet
 
     out_dir = Path(out_dir)
-    ctx = setup_distributed(cfg.run.device)
-    check_precision(cfg.run.precision, ctx.device)
     if cfg.optim.order == 2 and cfg.run.precision != "fp32":
-        raise KdasError("second-order search differentiates by finite differences: use fp32")
-    if ctx.is_main:
-        prepare_stage_dir(out_dir, resume, force)
-    barrier(ctx)
-    seed_everything(cfg.run, ctx)
-    splits = load_splits(cfg.data)
+        raise KdasError("second-order search takes exact second derivatives: use fp32")
+    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
+    check_precision(cfg.run.precision, ctx.device)
     device = ctx.device
-    teacher = _load_teacher(cfg, splits.num_train_pids, device)
+    teacher = load_distillation_teacher(cfg.loss.kd, cfg.teacher, splits.num_train_pids)
+    if teacher is not None:
+        teacher.to(device)
     m = cfg.model
     model = Supernet(
         C=m.C,
