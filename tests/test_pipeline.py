@@ -169,3 +169,18 @@ def test_failed_stage_stops_and_keeps_finished_ones(finished_run: tuple[Path, Pa
 def test_pipeline_rejects_unknown_stage(tmp_path: Path) -> None:
     with pytest.raises(KdasError, match="unknown stage 'deploy'"):
         run_pipeline(PipelineConfig(runs_dir=str(tmp_path), stages=("deploy",)), STAGE_FUNCTIONS)
+
+
+@pytest.mark.parametrize(
+    "name", ["demo", "market1501_paper", "cuhk03", "msmt17", "dukemtmc", "ablation_demo"]
+)
+def test_example_configs_parse(name: str) -> None:
+    from kdas.search.ablation import AblationConfig
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.toml"
+    cls = AblationConfig if name.startswith("ablation") else PipelineConfig
+    cfg = load_typed_config(cls, path)
+    if cls is PipelineConfig:
+        assert cfg.data.layout in {"market1501", "cuhk03", "msmt17", "dukemtmc"}
+        paper = name != "demo"
+        assert (cfg.student.model.C == 64) is paper and (cfg.search.model.C == 32) is paper
