@@ -155,7 +155,7 @@ def test_evaluate_features_and_plots(splits, tmp_path):
         distmat, splits.query, splits.gallery, tmp_path / "rank.png", num_queries=3, topk=4
     )
     with Image.open(rank_png) as image:
-        assert image.size == (550, 660)  # (1.1 * 5 in, 2.2 * 3 in) at 100 dpi
+        assert image.size == (550, 700)  # (1.1 * 5 in, 2.2 * 3 in + 0.4 in title) at 100 dpi
     cmc_png = plot_cmc({"a": result.cmc, "b": reranked.cmc}, tmp_path / "sub" / "cmc.png")
     with Image.open(cmc_png) as image:
         assert image.size == (720, 504)
