@@ -10,7 +10,8 @@ $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "kdas needs Python >= 3.11 (set PYTHON=python3.11)")'
 	$(PYTHON) -m venv $(VENV)
 
-# torch first, from the wheels on this machine's disk, so the editable install never pulls a newer one.
+# torch first and pinned (pip finds it in the local wheel store or a registry), so the editable
+# install never pulls a newer one.
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1

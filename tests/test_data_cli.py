@@ -83,7 +83,7 @@ def test_synth_cuhk03_prints_the_variant(tmp_path, capsys):
         (["data", "inspect", "{tmp}/nothing"], "error: market1501: data set root"),
         (["data", "inspect", "{tmp}", "--layout", "viper"], "error: unknown data set layout"),
         (["data", "inspect", "{tmp}", "--merge-val"], "error: layout market1501 has no option"),
-        (["data", "synth", "{tmp}/s", "--size", "big"], "error: --size must look like 256x128"),
+        (["data", "synth", "{tmp}/s", "--size", "big"], "error: size 'big' is not HEIGHTxWIDTH"),
         (["data", "synth", "{tmp}/s", "--layout", "folder"], "error: --layout must be one of"),
         (["data", "synth", "{tmp}/s", "--cameras", "9"], "error: synth: market1501 has 2..6"),
     ],

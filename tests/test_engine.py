@@ -92,14 +92,17 @@ def test_short_training_improves_map(tiny_market: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     untrained = build_teacher(splits.num_train_pids, "resnet18")
     before = evaluate_model(untrained, splits, (64, 32), batch_size=32, progress=False)
-    cfg = _tiny_config(tiny_market, epochs=8)
-    cfg.data.batches_per_epoch = 4
+    # 8 queries make mAP noisy: train long enough that every seed clears the bar by far
+    # (seeds 0-2 reach 0.36-0.40 from 0.18; with 8 epochs x 4 batches one seed did not improve)
+    cfg = _tiny_config(tiny_market, epochs=10)
+    cfg.data.batches_per_epoch = 6
+    cfg.data.random_erasing = 0.0
     cfg.optim.lr = 1e-3
     train_teacher(cfg, tmp_path / "teacher")
     after = json.loads((tmp_path / "teacher" / "metrics.json").read_text())["final"]
     assert after["mAP"] > before["mAP"] + 0.05, (before, after)
     config = json.loads((tmp_path / "teacher" / "config.json").read_text())
-    assert config["config"]["run"]["epochs"] == 8
+    assert config["config"]["run"]["epochs"] == 10
     assert config["facts"]["parameters"]["total"] > 0 and config["facts"]["flops"] > 0
     loaded = load(str(tmp_path / "teacher"))
     assert loaded.spec.kind == "teacher" and loaded.spec.input_size == (64, 32)
@@ -178,3 +181,25 @@ def test_ddp_two_gloo_processes(tiny_market: Path, tmp_path: Path) -> None:
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("rank1", "mAP", "mINP"))
     assert all(torch.isfinite(torch.tensor(r["loss_total"])) for r in log)
     assert load(str(teacher)).spec.kind == "teacher"
+
+
+def test_corrupt_image_in_a_worker_is_one_line(
+    tiny_market: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_market, data)
+    victim = sorted((data / "Market-1501-v15.09.15" / "bounding_box_train").glob("*.jpg"))[3]
+    victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
+    config = tmp_path / "t.toml"
+    config.write_text(
+        "[data]\nsize = [64, 32]\np = 8\nk = 4\nnum_workers = 2\n"
+        "[model]\nname = 'resnet18'\n[run]\nepochs = 1\nprogress = false\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["teacher", "train", "--data", str(data), "--out", str(tmp_path / "r"),
+              "--config", str(config)])  # fmt: skip
+    assert exit_info.value.code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("error:") and victim.name in err[0], err

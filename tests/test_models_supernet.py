@@ -149,14 +149,6 @@ def test_functional_call_evaluates_other_weights() -> None:
         assert not torch.allclose(net(x), out)  # the model's own weights were left alone
 
 
-def test_new_copies_alpha_not_weights() -> None:
-    net = _supernet()
-    fresh = net.new()
-    assert fresh is not net and fresh.config() == net.config()
-    assert torch.equal(fresh.alpha_normal, net.alpha_normal)
-    assert fresh.alpha_normal.data_ptr() != net.alpha_normal.data_ptr()
-
-
 def test_alphas_softmax_and_genotype() -> None:
     net = _supernet()
     soft = net.alphas_softmax()

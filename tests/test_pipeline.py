@@ -184,3 +184,47 @@ def test_example_configs_parse(name: str) -> None:
         assert cfg.data.layout in {"market1501", "cuhk03", "msmt17", "dukemtmc"}
         paper = name != "demo"
         assert (cfg.student.model.C == 64) is paper and (cfg.search.model.C == 32) is paper
+
+
+def _recording_stages(calls: list[tuple[str, bool]]) -> dict:
+    """Stage functions that only record that they ran (and whether they were forced)."""
+    from kdas.pipeline.config import STAGES
+
+    def make(name: str):
+        def stage(ctx):
+            calls.append((name, ctx.force))
+            return {"ran": name, "saw": sorted(ctx.results)}
+
+        return stage
+
+    return {name: make(name) for name in STAGES}
+
+
+def test_runner_subsets_reruns_and_staleness(tmp_path: Path) -> None:
+    from kdas.pipeline.config import STAGES
+
+    calls: list[tuple[str, bool]] = []
+    stages = _recording_stages(calls)
+    cfg = PipelineConfig(name="r", runs_dir=str(tmp_path))
+    run_pipeline(cfg, stages)
+    assert [c[0] for c in calls] == list(STAGES)
+
+    calls.clear()  # a subset of up-to-date stages: nothing but the report runs, nothing forced
+    cfg.stages = ("student", "evaluate", "report")
+    run_pipeline(cfg, stages)
+    assert calls == [("report", False)]
+
+    calls.clear()  # a later stage alone still sees the earlier stages' summaries
+    cfg.stages = ("parity",)
+    results = run_pipeline(cfg, stages, force=True)
+    assert calls == [("parity", True)] and "export" in results["parity"]["saw"]
+
+    calls.clear()  # parity ran again: everything after it is stale, everything before is not
+    cfg.stages = STAGES
+    run_pipeline(cfg, stages)
+    assert [c[0] for c in calls] == ["bench", "index", "report"]
+
+    calls.clear()  # a config change reruns that stage and the later ones over their old outputs
+    cfg.bench.repeats += 1
+    run_pipeline(cfg, stages)
+    assert calls == [("bench", True), ("index", True), ("report", True)]

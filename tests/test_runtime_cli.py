@@ -64,6 +64,20 @@ def test_build_query_add_eval(tmp_path: Path, tiny_market: Path, model, capsys) 
     assert (new_record.pid, new_record.camid) == (777, 1)
     capsys.readouterr()
 
+    # HNSW cannot drop vectors: removal leaves tombstones until compaction rebuilds the graph
+    gone = [int(i) for i in again.records()[0][:2]]
+    run(["index", "remove", str(out), *map(str, gone)])
+    assert "removed 2 images" in capsys.readouterr().out
+    removed = GalleryIndex.open(out)
+    assert len(removed) == len(splits.gallery) - 1 and removed.stored_vectors == len(removed) + 2
+    assert removed.get(gone[0]) is None and removed.get(gone[1]) is None
+    run(["index", "compact", str(out)])
+    assert f"{len(removed) + 2} -> {len(removed)} stored vectors" in capsys.readouterr().out
+    assert GalleryIndex.open(out).stored_vectors == len(removed)
+    with pytest.raises(SystemExit):
+        main(["index", "remove", str(out), str(gone[0])])
+    assert "no gallery image with id" in capsys.readouterr().err
+
     metrics_file = tmp_path / "metrics.json"
     flat = tmp_path / "flat"
     run(["index", "build", str(model[0]), str(tiny_market), "--out", str(flat),

@@ -297,6 +297,11 @@ def test_open_refuses_another_model(tmp_path: Path, data) -> None:
         GalleryIndex.open(folder, expected_model=model_info(sha="b" * 64))
     with pytest.raises(KdasError, match="32-d"):
         GalleryIndex.open(folder, expected_model=replace(model_info(), embedding_dim=32))
+    taller = replace(model_info(), input_height=model_info().input_height * 2)
+    with pytest.raises(KdasError, match="another input size or normalisation"):
+        GalleryIndex.open(folder, expected_model=taller)
+    with pytest.warns(UserWarning, match="int8 one"):
+        GalleryIndex.open(folder, expected_model=replace(model_info(), precision="int8"))
 
 
 def test_open_reports_missing_and_corrupt_files(tmp_path: Path, data) -> None:

@@ -321,3 +321,24 @@ def test_page_search_in_headless_chromium(server: LiveServer, built) -> None:
         assert "hits in" in driver.find_element(By.ID, "status").text
     finally:
         driver.quit()
+
+
+def test_failed_save_undoes_a_removal(built, tmp_path: Path, monkeypatch) -> None:
+    from kdas.runtime.index import GalleryIndex
+    from kdas.runtime.service import RequestError
+
+    index_dir, _ = built
+    shutil.copytree(index_dir, tmp_path / "index")
+    service = load_service(tmp_path / "index", ServiceConfig(token="t"))
+    before = len(service.index)
+
+    def broken_save(self, path=None):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(GalleryIndex, "save", broken_save)
+    with pytest.raises(RequestError, match="disk full") as refused:
+        service.remove(1)
+    assert refused.value.status == 500
+    monkeypatch.undo()
+    assert service.index.get(1) is not None and len(service.index) == before
+    assert service.remove(1)["count"] == before - 1  # and a working save removes it

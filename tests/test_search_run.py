@@ -166,3 +166,20 @@ def test_search_under_torchrun_two_gloo_processes(
     history = [json.loads(x) for x in (out / "alphas.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [0, 1]  # one writer
     load_genotype(out / "genotype.json")
+
+
+def test_search_with_a_custom_primitive_set(
+    tiny_market: Path, tiny_teacher: Path, tmp_path: Path
+) -> None:
+    cfg = _config(tiny_market, tiny_teacher, epochs=1)
+    cfg.data.batches_per_epoch = 1
+    cfg.model.primitives = ("none", "skip_connect", "sep_conv_3x3", "part_aware")
+    loop.run_search(cfg, tmp_path / "s")
+    doc = json.loads((tmp_path / "s" / "genotype.json").read_text())
+    assert doc["primitives"] == list(cfg.model.primitives)
+    assert torch.tensor(doc["alphas"]["normal"]).shape == (5, 4)  # 2 nodes: 5 edges
+    ops = {op for op, _ in doc["normal"] + doc["reduce"]}
+    assert ops <= {"skip_connect", "sep_conv_3x3", "part_aware"}
+    history = json.loads((tmp_path / "s" / "alphas.jsonl").read_text().splitlines()[0])
+    assert history["genotype"]["primitives"] == list(cfg.model.primitives)
+    assert (tmp_path / "s" / "alphas.png").stat().st_size > 1000

@@ -74,12 +74,21 @@ def _register() -> None:
 _register()
 
 
+def one_line(message: str) -> str:
+    """A KdasError raised in a DataLoader worker comes back wrapped in torch's multi-line
+    "Caught ... in DataLoader worker" report; the user needs only its last line."""
+    lines = [line for line in message.strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "Original Traceback" in message:
+        return lines[-1].split("KdasError: ", 1)[-1]
+    return message.strip()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI; a KdasError prints `error: ...` on one line and exits with its code."""
     try:
         app(args=argv, standalone_mode=False)
     except KdasError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
+        typer.secho(f"error: {one_line(str(exc))}", fg="red", err=True)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)

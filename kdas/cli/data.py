@@ -7,34 +7,21 @@ from pathlib import Path
 
 import typer
 
+from kdas.cli import common
 from kdas.errors import KdasError
 
 app = typer.Typer(no_args_is_help=True)
 
-LAYOUT_HELP = "Data set layout: market1501, dukemtmc, cuhk03, msmt17 or folder."
-
-
-def _parse_size(text: str) -> tuple[int, int]:
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise KdasError(f"--size must look like 256x128 (height x width), got {text!r}") from None
-    return height, width
+LAYOUT_HELP = common.LAYOUT_HELP
 
 
 @app.command("inspect")
 def inspect_command(
     root: Path = typer.Argument(..., help="Data set root folder."),
     layout: str = typer.Option("market1501", "--layout", "-l", help=LAYOUT_HELP),
-    variant: str | None = typer.Option(None, help="cuhk03 only: labeled or detected."),
-    merge_val: bool | None = typer.Option(
-        None, "--merge-val/--no-merge-val", help="msmt17 only: train on list_train + list_val."
-    ),
-    include_distractors: bool | None = typer.Option(
-        None,
-        "--include-distractors/--no-include-distractors",
-        help="market1501 only: add the images/ 500k distractors to the gallery.",
-    ),
+    variant: str = common.VariantOption,
+    merge_val: bool = common.MergeValOption,
+    include_distractors: bool = common.DistractorsOption,
 ) -> None:
     """Load a data set and print its ids, images and cameras per split, and its warnings."""
     from rich.console import Console
@@ -43,12 +30,8 @@ def inspect_command(
     from kdas.data.inspect import summarize
     from kdas.data.layouts import load_dataset
 
-    options = {
-        "variant": variant,
-        "merge_val": merge_val,
-        "include_distractors": include_distractors,
-    }
-    splits = load_dataset(root, layout, **{k: v for k, v in options.items() if v is not None})
+    options = common.layout_options(variant, merge_val, include_distractors) or {}
+    splits = load_dataset(root, layout, **options)
     summary = summarize(splits)
     table = Table(title=f"{summary['name']}  ({summary['root']})")
     for column in ("split", "ids", "images", "cameras", "distractors"):
@@ -94,7 +77,7 @@ def synth_command(
             "ids": ids,
             "cameras": cameras,
             "images_per_camera": images_per_camera,
-            "size": _parse_size(size),
+            "size": common.parse_size(size),
             "seed": seed,
             "layout": layout,
         },

@@ -68,7 +68,9 @@ def parity_command(
     data: str = typer.Option(..., "--data", help=common.DATA_HELP),
     layout: str = typer.Option("market1501", "--layout", help=common.LAYOUT_HELP),
     num_images: int = typer.Option(
-        None, "--num-images", help="Use the first N query and N gallery images (default: all)."
+        None,
+        "--num-images",
+        help="Use N query and N gallery images, spread evenly over each split (default: all).",
     ),
     out: Path = typer.Option(None, "--out", help="Report file (default: parity.json beside it)."),
     batch_size: int = typer.Option(32, "--batch-size"),
@@ -126,12 +128,8 @@ def bench_command(
     exporter: str = typer.Option("auto", "--exporter", help="ONNX exporter: auto, dynamo, legacy."),
 ) -> None:
     """Latency, throughput, memory and FLOP floor of student and teacher on each backend."""
-    from kdas.errors import KdasError
     from kdas.export.bench import BenchConfig, run_bench
 
-    model = student or teacher
-    if model is None:
-        raise KdasError("give --student and/or --teacher model folders")
     cfg = BenchConfig(
         backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
         batches=tuple(common.parse_int_list(batch) or ()),
@@ -145,8 +143,8 @@ def bench_command(
         exporter=exporter,
         profile_batch=profile_batch,
     )
-    target = out or Path(model).resolve().parent / "export"
-    result = run_bench(student, teacher, target, cfg)
+    result = run_bench(student, teacher, out, cfg)
+    target = Path(result["written_to"])
     from rich.console import Console
     from rich.markdown import Markdown
 

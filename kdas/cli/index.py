@@ -42,10 +42,11 @@ def _progress(description: str) -> Any:
     )
 
 
-def _embed_with_progress(description: str, total: int, work: Any) -> Any:
+def _embed_with_progress(description: str, total: int | None, work: Any) -> Any:
+    """Run `work(callback)`; the callback's (done, total) drive a progress bar."""
     with _progress(description) as progress:
         task = progress.add_task(description, total=total)
-        return work(lambda done, _total: progress.update(task, completed=done))
+        return work(lambda done, count: progress.update(task, completed=done, total=count))
 
 
 def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any]) -> list[Any]:
@@ -130,6 +131,30 @@ def add_command(
     typer.echo(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}) to {index}")
 
 
+@app.command("remove")
+def remove_command(
+    index: Path = typer.Argument(..., help="An index folder."),
+    ids: list[int] = typer.Argument(
+        ..., help="Gallery ids to remove (as `kdas index query` shows)."
+    ),
+    compact: bool = typer.Option(False, "--compact", help="Also rebuild without tombstones."),
+) -> None:
+    """Remove gallery images from an index (all or none; saved atomically)."""
+    from kdas.runtime.pipeline import remove_from_index
+
+    removed, stored = remove_from_index(index, ids, compact=compact)
+    typer.echo(f"removed {removed} images from {index} ({stored} vectors stored)")
+
+
+@app.command("compact")
+def compact_command(index: Path = typer.Argument(..., help="An index folder.")) -> None:
+    """Rebuild an index from its live vectors: drops the tombstones HNSW removals leave."""
+    from kdas.runtime.pipeline import compact_index
+
+    before, after = compact_index(index)
+    typer.echo(f"compacted {index}: {before} -> {after} stored vectors")
+
+
 @app.command("query")
 def query_command(
     index: Path = typer.Argument(..., help="An index folder."),
@@ -187,18 +212,14 @@ def eval_command(
     distractors: bool = common.DistractorsOption,
 ) -> None:
     """Rank-1/5/10, mAP and mINP of the index answering a data set's query split."""
-    from kdas.data.layouts import load_dataset
-    from kdas.runtime.pipeline import evaluate_index, open_with_embedder
-    from kdas.utils.atomic import atomic_write_json
+    from kdas.runtime.pipeline import evaluate_index_on_dataset
 
-    splits = load_dataset(data, layout, **(common.layout_options(variant, merge_val, distractors)
-                                           or {}))  # fmt: skip
-    gallery_index, embedder = open_with_embedder(index)
+    options = common.layout_options(variant, merge_val, distractors) or {}
     result = _embed_with_progress(
         "embedding queries",
-        len(splits.query),
-        lambda progress: evaluate_index(
-            gallery_index, embedder, splits.query, batch_size=batch_size, depth=depth,
+        None,
+        lambda progress: evaluate_index_on_dataset(
+            index, data, layout, options, batch_size=batch_size, depth=depth, out=out,
             progress=progress,
         ),
     )  # fmt: skip
@@ -209,7 +230,6 @@ def eval_command(
         f"({result['num_query']} queries, {result['num_gallery']} gallery, {result['mode']})"
     )
     if out is not None:
-        atomic_write_json(out, result)
         typer.echo(f"metrics -> {out}")
 
 

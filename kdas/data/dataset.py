@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
@@ -76,9 +77,20 @@ class ReIDImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> tuple[Any, int, int, int]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[Any, int, int, int]:
+        """`index`, or `(index, seed)` from a seeded sampler: then the random augmentation is a
+        function of the seed alone, whichever process or worker draws it, and however the job
+        was interrupted and resumed."""
+        seed = None
+        if isinstance(index, tuple):
+            index, seed = index
         record = self.records[index]
         image = read_image(record.path)
         if self.transform is not None:
-            image = self.transform(image)
+            if seed is None:
+                image = self.transform(image)
+            else:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(seed)
+                    image = self.transform(image)
         return image, record.pid, record.camid, index

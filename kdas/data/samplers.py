@@ -21,7 +21,12 @@ def _pids_of(items: Sequence[int] | Sequence[ImageRecord]) -> list[int]:
     return [int(item.pid) if isinstance(item, ImageRecord) else int(item) for item in items]
 
 
-class PKSampler(Sampler[list[int]]):
+def item_seed(seed: int, epoch: int, batch: int, slot: int) -> int:
+    """The augmentation seed of one image of one batch: a pure function of where it is."""
+    return int(np.random.SeedSequence([seed, epoch, batch, slot]).generate_state(1)[0])
+
+
+class PKSampler(Sampler[list[Any]]):
     """A batch sampler: each batch holds `p` distinct identities with `k` images each.
 
     Within an epoch identities are visited in shuffled rounds (each identity once per round) and
@@ -32,7 +37,9 @@ class PKSampler(Sampler[list[int]]):
     images, `len(pids) // (p * k)`, at least 1), rounded up to a multiple of `num_replicas`;
     rank r takes batches r, r + num_replicas, ... so ranks get disjoint shares of equal length.
     `set_epoch(e)` selects the batches of epoch e; `state_dict()` records the epoch and how
-    many batches this rank has yielded, and `load_state_dict()` resumes right there.
+    many batches this rank has yielded, and `load_state_dict()` resumes right there. With
+    `item_seeds`, batches hold `(index, seed)` pairs whose seed fixes that image's random
+    augmentation (see `ReIDImageDataset`), so a resumed or sharded job sees the same pixels.
     """
 
     def __init__(
@@ -44,6 +51,7 @@ class PKSampler(Sampler[list[int]]):
         batches_per_epoch: int | None = None,
         num_replicas: int = 1,
         rank: int = 0,
+        item_seeds: bool = False,
     ) -> None:
         labels = _pids_of(pids)
         if p < 1 or k < 1:
@@ -61,6 +69,7 @@ class PKSampler(Sampler[list[int]]):
         if batches_per_epoch is not None and batches_per_epoch < 1:
             raise KdasError(f"batches_per_epoch must be >= 1, got {batches_per_epoch}")
         self.p, self.k, self.seed = p, k, seed
+        self.item_seeds = item_seeds
         self.num_replicas, self.rank = num_replicas, rank
         self._pids = sorted(by_pid)
         self._indices = [np.asarray(by_pid[pid], dtype=np.int64) for pid in self._pids]
@@ -121,13 +130,20 @@ class PKSampler(Sampler[list[int]]):
     def rank_batches(self, epoch: int) -> list[list[int]]:
         return self.epoch_batches(epoch)[self.rank :: self.num_replicas]
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         start, self._resume_at = self._resume_at, 0
         batches = self.rank_batches(self.epoch)
         self.position = start
-        for batch in batches[start:]:
+        for offset, batch in enumerate(batches[start:], start=start):
             self.position += 1
-            yield list(batch)
+            if not self.item_seeds:
+                yield list(batch)
+                continue
+            job_batch = self.rank + offset * self.num_replicas  # its number in the whole job
+            yield [
+                (int(i), item_seed(self.seed, self.epoch, job_batch, j))
+                for j, i in enumerate(batch)
+            ]
 
     def state_dict(self) -> dict[str, int]:
         return {
@@ -182,8 +198,8 @@ class BatchStream:
 
     It wraps a DataLoader over `sampler`, moves to the next epoch when one ends, and counts the
     batches it has handed out, so `state_dict()` is exact even while DataLoader workers
-    prefetch ahead. Batch *indices* resume exactly; random augmentations draw from torch's RNG
-    (the trainer's checkpoint saves it, workers seed from it).
+    prefetch ahead. Batch indices resume exactly, and so do augmentations when the sampler
+    was made with `item_seeds=True`.
     """
 
     def __init__(

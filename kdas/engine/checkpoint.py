@@ -33,6 +33,19 @@ def capture_rng_state() -> dict[str, Any]:
     return state
 
 
+def rank_rng_state(saved: Any, rank: int) -> dict[str, Any]:
+    """This rank's RNG state from a checkpoint that holds one per rank (or, from a
+    single-process run, just one)."""
+    if isinstance(saved, list):
+        if rank >= len(saved):
+            raise KdasError(
+                f"the checkpoint holds RNG states for {len(saved)} processes, this is rank "
+                f"{rank}: resume with the same number of processes"
+            )
+        return saved[rank]
+    return saved
+
+
 def restore_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     version, internal, gauss = state["python"]

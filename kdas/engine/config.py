@@ -22,7 +22,7 @@ class DataConfig:
     skip_corrupt: bool = False
     flip_prob: float = 0.5
     pad: int = 10
-    random_erasing: float = 0.5
+    random_erasing: float = 0.5  # teacher (BoT); search and student default to 0 (paper 4.2)
 
 
 @dataclass
@@ -81,7 +81,7 @@ class StudentTrainConfig:
 
     genotype: str = ""  # path to genotype.json
     teacher: str = ""  # teacher artifact folder ("" with loss.kd = "none")
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataConfig = field(default_factory=lambda: DataConfig(random_erasing=0.0))  # flip+crop
     model: StudentArch = field(default_factory=StudentArch)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))

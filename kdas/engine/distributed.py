@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +41,9 @@ def setup_distributed(device_name: str = "auto") -> DistContext:
         torch.cuda.set_device(device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        # one group per process, kept across stages (an ablation runs several in one torchrun);
+        # torch warns and may leak NCCL resources if it is not destroyed before exit
+        atexit.register(cleanup_distributed)
     return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, device=device)
 
 
@@ -66,23 +70,18 @@ def all_reduce_mean(ctx: DistContext, values: dict[str, float]) -> dict[str, flo
     return dict(zip(keys, tensor.cpu().tolist(), strict=True))
 
 
-def all_reduce_sum(ctx: DistContext, value: float) -> float:
+def gather_objects(ctx: DistContext, obj: Any) -> list[Any] | None:
+    """Every rank's object on rank 0 in rank order (None elsewhere): sharded features, the
+    per-rank RNG states a checkpoint must hold. Every rank must call it."""
     if not ctx.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64)
-    if ctx.device.type == "cuda":
-        tensor = tensor.to(ctx.device)
-    dist.all_reduce(tensor)
-    return float(tensor.item())
+        return [obj]
+    gathered: list[Any] = [None] * ctx.world_size if ctx.is_main else []
+    dist.gather_object(obj, gathered if ctx.is_main else None, dst=0)
+    return gathered if ctx.is_main else None
 
 
 def gather_arrays(ctx: DistContext, array: np.ndarray) -> list[np.ndarray] | None:
-    """Every rank's array on rank 0 (None elsewhere), for sharded feature extraction."""
-    if not ctx.distributed:
-        return [array]
-    gathered: list[Any] = [None] * ctx.world_size if ctx.is_main else []
-    dist.gather_object(array, gathered if ctx.is_main else None, dst=0)
-    return gathered if ctx.is_main else None
+    return gather_objects(ctx, array)
 
 
 def broadcast_object(ctx: DistContext, obj: Any) -> Any:

@@ -10,7 +10,7 @@ import torch
 
 from kdas.data.records import ImageRecord, ReIDSplits
 from kdas.engine.distributed import DistContext, broadcast_object, gather_arrays
-from kdas.engine.precision import check_precision, resolve_device
+from kdas.engine.precision import autocast_dtype, check_precision, resolve_device
 from kdas.utils.atomic import atomic_write_json
 
 
@@ -36,7 +36,7 @@ def _extract_sharded(
         flip=flip,
         device=ctx.device,
         num_workers=num_workers,
-        autocast_dtype=torch.bfloat16 if precision == "bf16" else None,
+        autocast_dtype=autocast_dtype(precision),
         progress=progress and ctx.is_main,
     ).features
     parts = gather_arrays(ctx, feats)
@@ -115,7 +115,7 @@ def evaluate_artifact(
     check_precision(precision, ctx.device)
     model = loaded.model.to(ctx.device)
     size = tuple(loaded.spec.input_size)
-    autocast_dtype = torch.bfloat16 if precision == "bf16" else None
+    dtype = autocast_dtype(precision)
     feats = [
         extract_features(
             model,
@@ -125,7 +125,7 @@ def evaluate_artifact(
             flip=flip,
             device=ctx.device,
             num_workers=num_workers,
-            autocast_dtype=autocast_dtype,
+            autocast_dtype=dtype,
         )
         for records in (splits.query, splits.gallery)
     ]

@@ -29,14 +29,18 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise KdasError(f"unknown precision {precision!r} (fp32, bf16 or fp16)")
 
 
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The dtype autocast runs a precision in (None: plain fp32)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
 @contextlib.contextmanager
 def autocast(device: torch.device, precision: str) -> Iterator[None]:
     """fp32: nothing; bf16: autocast on the device; fp16: CUDA autocast (with a GradScaler)."""
     if precision == "fp32":
         yield
         return
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    with torch.autocast(device_type=device.type, dtype=dtype):
+    with torch.autocast(device_type=device.type, dtype=autocast_dtype(precision)):
         yield
 
 

@@ -175,6 +175,8 @@ def train_student(
     out_dir = Path(out_dir)
     if not cfg.genotype:
         raise KdasError("no genotype given: pass --genotype runs/NAME/search/genotype.json")
+    if not 0.0 <= cfg.model.drop_path_prob < 1.0:
+        raise KdasError(f"drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
     genotype = genotype_to_dict(load_genotype(cfg.genotype))
     ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
     teacher = load_distillation_teacher(cfg.loss.kd, cfg.teacher, splits.num_train_pids)

@@ -4,7 +4,6 @@ optional distillation from an eval-mode teacher, per-epoch checkpoints that resu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,11 +15,12 @@ from kdas.data.records import ReIDSplits
 from kdas.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    rank_rng_state,
     restore_rng_state,
     save_checkpoint,
 )
 from kdas.engine.config import DataConfig, OptimConfig, RunConfig
-from kdas.engine.distributed import DistContext, all_reduce_mean, unwrap
+from kdas.engine.distributed import DistContext, all_reduce_mean, gather_objects, unwrap
 from kdas.engine.evaluate import evaluate_model
 from kdas.engine.logs import JsonlLog, console, make_progress
 from kdas.engine.optim import build_optimizer, build_scheduler
@@ -63,6 +63,7 @@ def build_train_loader(
         num_replicas=ctx.world_size,
         rank=ctx.rank,
         batches_per_epoch=data.batches_per_epoch,
+        item_seeds=True,
     )
     loader = DataLoader(
         dataset,
@@ -72,6 +73,30 @@ def build_train_loader(
         persistent_workers=False,
     )
     return loader, sampler
+
+
+def backward_and_step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None,
+    parameters: Any,
+    grad_clip: float | None,
+) -> None:
+    """Backward, optional clipping, step; with a GradScaler (CUDA fp16) the gradients are
+    unscaled before clipping so the clip threshold means the same in every precision."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(parameters, grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def _wants_eval(epoch: int, epochs: int, every: int) -> bool:
@@ -91,7 +116,6 @@ def fit(
     teacher: torch.nn.Module | None = None,
     resume: bool = False,
     resume_key: str = "",
-    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place. Rank 0 writes `log.jsonl` and `checkpoints/` under `out_dir`."""
     out_dir = Path(out_dir)
@@ -133,7 +157,7 @@ def fit(
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         start_epoch, best = int(state["epoch"]), state.get("best")
-        restore_rng_state(state["rng"])
+        restore_rng_state(rank_rng_state(state["rng"], ctx.rank))
         if ctx.is_main:
             log.keep_until(start_epoch)
             console.log(f"resumed from {checkpoint_path} at epoch {start_epoch}")
@@ -164,19 +188,7 @@ def fit(
                 with autocast(device, run.precision):
                     logits, features = net(images)
                 out = objective(logits, features, pids, teacher_logits, kd)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(out.total).backward()
-                    scaler.unscale_(optimizer)
-                else:
-                    out.total.backward()
-                if optim.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), optim.grad_clip)
-                if scaler is not None:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
+                backward_and_step(out.total, optimizer, scaler, model.parameters(), optim.grad_clip)
                 for name, value in out.scalars().items():
                     sums[name] = sums.get(name, 0.0) + value
                 images_seen += len(images)
@@ -215,6 +227,7 @@ def fit(
                     best = {**metrics, "epoch": epoch}
                     if ctx.is_main:
                         save_weights(unwrap(model), out_dir / BEST_WEIGHTS)
+            rng_states = gather_objects(ctx, capture_rng_state())  # every rank's, for resume
             if ctx.is_main:
                 log.append(record)
                 save_checkpoint(
@@ -225,7 +238,7 @@ def fit(
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
                         "scaler": scaler.state_dict() if scaler is not None else None,
-                        "rng": capture_rng_state(),
+                        "rng": rng_states,
                         "best": best,
                         "resume_key": resume_key,
                     },
@@ -237,8 +250,6 @@ def fit(
                     console.log(
                         summary + f" ({epoch_time:.1f}s, {record['images_per_s']:.0f} img/s)"
                     )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
     if drop_path_max:
         model.drop_path_prob = drop_path_max
     if metrics is None and ctx.is_main and start_epoch >= run.epochs:

@@ -232,7 +232,7 @@ def _ratios(rows: list[dict[str, Any]], facts: dict[str, dict[str, Any]]) -> dic
 def run_bench(
     student: str | os.PathLike[str] | None = None,
     teacher: str | os.PathLike[str] | None = None,
-    out: str | os.PathLike[str] = "bench",
+    out: str | os.PathLike[str] | None = None,
     config: BenchConfig | None = None,
     progress: bool = True,
     exported: dict[str, dict[str, Path]] | None = None,
@@ -253,7 +253,8 @@ def run_bench(
     models = {r: str(p) for r, p in (("student", student), ("teacher", teacher)) if p}
     if not models:
         raise KdasError("give at least one model folder: --student and/or --teacher")
-    out = Path(out)
+    # default: the run's export folder, beside the exported files (runs/NAME/export)
+    out = Path(out) if out else Path(next(iter(models.values()))).resolve().parent / "export"
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -328,4 +329,5 @@ def run_bench(
     atomic_write_json(out / "bench.json", result)
     write_markdown(result, out / "bench.md")
     write_plot(result, out / "bench.png")
+    result["written_to"] = str(out)
     return result

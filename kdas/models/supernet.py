@@ -112,11 +112,3 @@ class Supernet(ReIDModel):
             max_skip_normal=max_skip_normal,
             multiplier=self.multiplier,
         )
-
-    def new(self) -> Supernet:
-        """A fresh supernet of the same structure, on the same device, with a copy of α."""
-        fresh = Supernet(**self.config()).to(self.alpha_normal.device)
-        with torch.no_grad():
-            for mine, theirs in zip(self.arch_parameters(), fresh.arch_parameters(), strict=True):
-                theirs.copy_(mine)
-        return fresh

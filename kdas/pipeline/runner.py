@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,6 +85,38 @@ def stage_section(cfg: PipelineConfig, name: str) -> Any:
     return to_dict(section) if section is not None else {}
 
 
+def _chain(digest: str, record: dict[str, Any] | None) -> str:
+    """What the next stage depends on: this stage's config chain and which run produced its
+    outputs, so a stage that ran again (same config, --force) makes everything after it stale."""
+    return config_hash({"digest": digest, "run": (record or {}).get("run_id")})
+
+
+def _run_stage(
+    name: str, function: StageFn, ctx: StageContext, state: dict[str, Any], digest: str
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    state[name] = {"status": "running", "hash": digest}
+    atomic_write_json(ctx.paths.state, state)
+    try:
+        summary = function(ctx)
+    except BaseException as exc:
+        state[name] = {"status": "failed", "hash": digest, "error": str(exc)}
+        atomic_write_json(ctx.paths.state, state)
+        raise
+    seconds = time.perf_counter() - started
+    state[name] = {
+        "status": "done",
+        "hash": digest,
+        "run_id": uuid.uuid4().hex,
+        "seconds": seconds,
+        "summary": summary,
+    }
+    atomic_write_json(ctx.paths.state, state)
+    ctx.results[name] = summary
+    console.log(f"{name}: done in {seconds:.0f} s")
+    return state[name]
+
+
 def run_pipeline(
     cfg: PipelineConfig,
     stage_functions: dict[str, StageFn],
@@ -98,32 +131,23 @@ def run_pipeline(
     paths.root.mkdir(parents=True, exist_ok=True)
     state = read_state(paths)
     ctx = StageContext(cfg, paths, resume, force, results={})
+    selected = [s for s in STAGES if s in cfg.stages]
     upstream = ""
-    ordered = [s for s in STAGES if s in cfg.stages]
-    for number, name in enumerate(ordered, start=1):
+    for name in STAGES:  # the whole chain is hashed; only the selected stages run
         digest = config_hash({"config": stage_section(cfg, name), "upstream": upstream})
         record = state.get(name, {})
-        up_to_date = record.get("status") == "done" and record.get("hash") == digest
-        console.rule(f"[bold]{number}/{len(ordered)} {name}")
-        if up_to_date and not force and name != "report":
+        done = record.get("status") == "done"
+        if name not in selected:
+            if done:
+                ctx.results[name] = record.get("summary", {})
+            upstream = _chain(digest, record if done else None)
+            continue
+        console.rule(f"[bold]{selected.index(name) + 1}/{len(selected)} {name}")
+        if done and record.get("hash") == digest and not force and name != "report":
             console.log(f"{name}: up to date, skipped (use --force to run it again)")
             ctx.results[name] = record.get("summary", {})
         else:
-            changed = bool(record) and record.get("hash") != digest
-            ctx.force = force or changed
-            started = time.perf_counter()
-            state[name] = {"status": "running", "hash": digest}
-            atomic_write_json(paths.state, state)
-            try:
-                summary = stage_functions[name](ctx)
-            except BaseException as exc:
-                state[name] = {"status": "failed", "hash": digest, "error": str(exc)}
-                atomic_write_json(paths.state, state)
-                raise
-            seconds = time.perf_counter() - started
-            state[name] = {"status": "done", "hash": digest, "seconds": seconds, "summary": summary}
-            atomic_write_json(paths.state, state)
-            ctx.results[name] = summary
-            console.log(f"{name}: done in {seconds:.0f} s")
-        upstream = digest
+            ctx.force = force or (bool(record) and record.get("hash") != digest)
+            _run_stage(name, stage_functions[name], ctx, state, digest)
+        upstream = _chain(digest, state[name])
     return ctx.results

@@ -325,6 +325,23 @@ class GalleryIndex:
             return self._search_index.search(queries, k)
         return self._search_index.search(queries, k, params=params)
 
+    def _search_lock(self) -> Any:
+        """Searches share the index, except on a GPU: faiss GPU indexes and their resources
+        do not support concurrent searches, so there they take turns."""
+        return self._lock.write() if self._gpu is not None else self._lock.read()
+
+    def _query_cameras(
+        self, query_camids: Any, exclude_same_camera: bool, count: int
+    ) -> np.ndarray | None:
+        if not exclude_same_camera:
+            return None
+        if query_camids is None:
+            raise KdasError("exclude_same_camera needs the camera id of each query")
+        cams = np.asarray(query_camids, dtype=np.int64).reshape(-1)
+        if len(cams) != count:
+            raise KdasError(f"{len(cams)} query camera ids for {count} queries")
+        return cams
+
     def search_ids(
         self,
         query_embeddings: np.ndarray,
@@ -336,14 +353,8 @@ class GalleryIndex:
         if k < 1:
             raise KdasError(f"k must be >= 1, got {k}")
         queries = normalize_rows(query_embeddings, "query embeddings", self.dim)
-        cams = None
-        if exclude_same_camera:
-            if query_camids is None:
-                raise KdasError("exclude_same_camera needs the camera id of each query")
-            cams = np.asarray(query_camids, dtype=np.int64).reshape(-1)
-            if len(cams) != len(queries):
-                raise KdasError(f"{len(cams)} query camera ids for {len(queries)} queries")
-        with self._lock.read():
+        cams = self._query_cameras(query_camids, exclude_same_camera, len(queries))
+        with self._search_lock():
             return self._filtered_search(queries, k, cams)
 
     def _filtered_search(
@@ -394,22 +405,27 @@ class GalleryIndex:
         (kdas.evaluation.rerank) computed among the query and those candidates; `score` stays
         the cosine similarity so it means the same with and without re-ranking.
         """
+        if k < 1:
+            raise KdasError(f"k must be >= 1, got {k}")
         depth = max(k, rerank_candidates) if rerank else k
-        scores, ids = self.search_ids(query_embeddings, depth, query_camids, exclude_same_camera)
-        if rerank:
-            queries = normalize_rows(query_embeddings, "query embeddings", self.dim)
-            with self._lock.read():
+        queries = normalize_rows(query_embeddings, "query embeddings", self.dim)
+        cams = self._query_cameras(query_camids, exclude_same_camera, len(queries))
+        # one lock for search, re-ranking and the record lookup: a concurrent removal must not
+        # land between them (re-ranking reads the candidates' vectors back)
+        with self._search_lock():
+            scores, ids = self._filtered_search(queries, depth, cams)
+            if rerank:
                 scores, ids = self._rerank(queries, scores, ids, k, rerank_params or {})
-        table = self._table
-        results = []
-        for row_scores, row_ids in zip(scores, ids, strict=True):
-            rows, found = table.rows_of(row_ids)
-            hits = [
-                SearchHit(int(i), float(s), *table.record(int(r)))
-                for s, i, r, f in zip(row_scores, row_ids, rows, found, strict=True)
-                if i >= 0 and f
-            ]
-            results.append(hits[:k])
+            table = self._table
+            results = []
+            for row_scores, row_ids in zip(scores, ids, strict=True):
+                rows, found = table.rows_of(row_ids)
+                hits = [
+                    SearchHit(int(i), float(s), *table.record(int(r)))
+                    for s, i, r, f in zip(row_scores, row_ids, rows, found, strict=True)
+                    if i >= 0 and f
+                ]
+                results.append(hits[:k])
         return results
 
     def _rerank(

@@ -7,6 +7,7 @@ searched against a gallery embedded by another: the numbers would look fine and 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -109,3 +110,22 @@ def check_model(manifest: IndexManifest, expected: EmbeddingModelInfo, folder: P
             f"index {folder} holds {manifest.dimension}-d embeddings, the model makes "
             f"{expected.embedding_dim}-d ones: rebuild the index with this model"
         )
+    built_input = _input_of(manifest.model)
+    if built_input != _input_of(expected):
+        raise KdasError(
+            f"index {folder} was built from images prepared as {built_input}, this model "
+            f"expects {_input_of(expected)}: the same weights at another input size or "
+            "normalisation give other embeddings; rebuild the index with this model"
+        )
+    if manifest.model.precision != expected.precision:
+        warnings.warn(
+            f"index {folder} was built with the {manifest.model.precision} export, queries use "
+            f"the {expected.precision} one: scores shift slightly (check with `kdas parity`)",
+            stacklevel=2,
+        )
+
+
+def _input_of(info: EmbeddingModelInfo) -> str:
+    mean = ", ".join(f"{v:g}" for v in info.mean)
+    std = ", ".join(f"{v:g}" for v in info.std)
+    return f"{info.input_height}x{info.input_width}, mean ({mean}), std ({std})"

@@ -20,7 +20,7 @@ from kdas.runtime.embedder import Embedder, ProgressCallback
 from kdas.runtime.faiss_backend import IndexParams
 from kdas.runtime.index import GalleryIndex, SearchHit
 from kdas.runtime.manifest import check_model, read_manifest
-from kdas.runtime.metadata import GalleryRecord, as_record
+from kdas.runtime.metadata import as_record
 
 
 def open_with_embedder(
@@ -80,6 +80,29 @@ def add_to_index(
     ids = index.add(embeddings, recs)
     index.save()
     return ids
+
+
+def remove_from_index(
+    index_dir: str | os.PathLike[str], ids: Sequence[int], compact: bool = False
+) -> tuple[int, int]:
+    """Remove gallery ids (all or none) and save atomically; `compact` rebuilds an HNSW graph
+    without its tombstones. Returns (removed, vectors still stored)."""
+    index = GalleryIndex.open(index_dir)
+    removed = index.remove(ids)
+    if compact:
+        index.compact()
+    index.save()
+    return removed, index.stored_vectors
+
+
+def compact_index(index_dir: str | os.PathLike[str]) -> tuple[int, int]:
+    """Rebuild an index from its live vectors (HNSW keeps removed ones as tombstones until
+    then); saved atomically. Returns (stored vectors before, after)."""
+    index = GalleryIndex.open(index_dir)
+    before = index.stored_vectors
+    index.compact()
+    index.save()
+    return before, index.stored_vectors
 
 
 @dataclass
@@ -173,7 +196,26 @@ def evaluate_index(
     }
 
 
-def gallery_records_from_paths(
-    paths: Sequence[str | os.PathLike[str]], pid: int, camid: int
-) -> list[GalleryRecord]:
-    return [GalleryRecord(str(Path(p)), int(pid), int(camid)) for p in paths]
+def evaluate_index_on_dataset(
+    index_dir: str | os.PathLike[str],
+    data_root: str | os.PathLike[str],
+    layout: str = "market1501",
+    options: dict[str, Any] | None = None,
+    batch_size: int = 32,
+    depth: int = 100,
+    out: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """`kdas index eval`: the index answers a data set's query split with its own model;
+    written as JSON to `out` when given."""
+    from kdas.data.layouts import load_dataset  # layouts import no torch
+    from kdas.utils.atomic import atomic_write_json
+
+    splits = load_dataset(data_root, layout, **(options or {}))
+    index, embedder = open_with_embedder(index_dir)
+    result = evaluate_index(
+        index, embedder, splits.query, batch_size=batch_size, depth=depth, progress=progress
+    )
+    if out is not None:
+        atomic_write_json(out, result)
+    return result

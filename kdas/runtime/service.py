@@ -252,7 +252,13 @@ class GalleryService:
                 self.index.remove([gallery_id])
             except UnknownIds as exc:
                 raise RequestError(404, str(exc)) from None
-            self.index.save()
+            try:
+                self.index.save()
+            except Exception as exc:  # the saved folder still holds the image: reload it
+                self.index = GalleryIndex.open(self.index.path, expected_model=self.embedder.info)
+                raise RequestError(
+                    500, f"could not save the index ({exc}); the image was not removed"
+                ) from None
             if record is not None:
                 self._forget_upload(record.path)
         return {"removed": gallery_id, "count": len(self.index)}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +109,7 @@ class TensorRTRunner:
                 )
         self._max_batch = int(engine.get_tensor_profile_shape(self._input, 0)[2][0])
         self._buffers: dict[str, tuple[int, int]] = {}  # name -> (device pointer, bytes)
+        self._run_lock = threading.Lock()
 
     @property
     def max_batch(self) -> int:
@@ -123,7 +125,14 @@ class TensorRTRunner:
         return pointer
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Embed one preprocessed batch (N <= max_batch) and return (N, D) float32."""
+        """Embed one preprocessed batch (N <= max_batch) and return (N, D) float32.
+
+        One execution context, stream and set of device buffers serve every call, so calls
+        take turns (the HTTP service calls from several threads)."""
+        with self._run_lock:
+            return self._run(batch)
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
         cudart = self._cudart
         batch = np.ascontiguousarray(batch, dtype=np.float32)
         if batch.shape[0] > self._max_batch:

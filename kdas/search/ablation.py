@@ -10,6 +10,7 @@ import copy
 import csv
 import io
 import json
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,8 @@ def run_ablation(cfg: AblationConfig, out_dir: str | Path) -> list[dict[str, Any
             console.log(f"ablation: {mode}, seed {seed}")
             runs.append(_run_one(cfg, mode, seed, out_dir / mode / f"seed{seed}"))
     rows = summarize(runs, tuple(cfg.modes))
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank ran; rank 0 writes
+        return rows
     atomic_write_json(
         out_dir / "ablation.json", {"config": to_dict(cfg), "runs": runs, "rows": rows}
     )

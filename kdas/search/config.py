@@ -41,7 +41,8 @@ class SearchOptimConfig:
 @dataclass
 class SearchConfig:
     teacher: str = ""  # teacher artifact folder ("" with loss.kd = "none")
-    data: DataConfig = field(default_factory=lambda: DataConfig(p=8, k=2))
+    # paper 4.2: flip + pad-and-crop only, no random erasing
+    data: DataConfig = field(default_factory=lambda: DataConfig(p=8, k=2, random_erasing=0.0))
     model: SupernetConfig = field(default_factory=SupernetConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))

@@ -13,6 +13,7 @@ import torch
 from kdas.engine.checkpoint import (
     capture_rng_state,
     load_checkpoint,
+    rank_rng_state,
     restore_rng_state,
     save_checkpoint,
 )
@@ -20,6 +21,7 @@ from kdas.engine.distributed import (
     DistContext,
     all_reduce_mean,
     barrier,
+    gather_objects,
     unwrap,
 )
 from kdas.engine.logs import JsonlLog, console, make_progress
@@ -92,6 +94,7 @@ def _streams(cfg: SearchConfig, splits: Any, ctx: DistContext) -> tuple[Any, Any
             num_replicas=ctx.world_size,
             rank=ctx.rank,
             batches_per_epoch=data.batches_per_epoch,
+            item_seeds=True,
         )
         streams.append((BatchStream(dataset, sampler, num_workers=data.num_workers), len(sampler)))
     return streams[0][0], streams[1][0], streams[0][1]
@@ -113,7 +116,7 @@ def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
     alphas = model.alphas_softmax()
     return {
         "alphas": {"normal": alphas["normal"].tolist(), "reduce": alphas["reduce"].tolist()},
-        "genotype": genotype_to_dict(genotype),
+        "genotype": genotype_to_dict(genotype, primitives=model.primitives),
         "skip_count": {
             "normal": count_skips(genotype, "normal"),
             "reduce": count_skips(genotype, "reduce"),
@@ -129,6 +132,10 @@ def run_search(
     from kdas.models.supernet import Supernet
 
     out_dir = Path(out_dir)
+    if cfg.run.precision == "fp16":
+        raise KdasError(
+            "the search has no fp16 loss scaling for its two optimisers: use bf16 (or fp32)"
+        )
     if cfg.optim.order == 2 and cfg.run.precision != "fp32":
         raise KdasError("second-order search takes exact second derivatives: use fp32")
     ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
@@ -180,7 +187,7 @@ def run_search(
         architect.optimizer.load_state_dict(state["a_optimizer"])
         train_stream.load_state_dict(state["train_stream"])
         val_stream.load_state_dict(state["val_stream"])
-        restore_rng_state(state["rng"])
+        restore_rng_state(rank_rng_state(state["rng"], ctx.rank))
         start_epoch = int(state["epoch"])
         if ctx.is_main:
             log.keep_until(start_epoch)
@@ -220,6 +227,7 @@ def run_search(
             w_scheduler.step()
             epoch_time = time.perf_counter() - t0
             losses = all_reduce_mean(ctx, {k: v / steps_per_epoch for k, v in sums.items()})
+            rng_states = gather_objects(ctx, capture_rng_state())  # every rank's, for resume
             if ctx.is_main:
                 record = {
                     "epoch": epoch,
@@ -248,7 +256,7 @@ def run_search(
                         "a_optimizer": architect.optimizer.state_dict(),
                         "train_stream": train_stream.state_dict(),
                         "val_stream": val_stream.state_dict(),
-                        "rng": capture_rng_state(),
+                        "rng": rng_states,
                         "resume_key": resume_key,
                     },
                 )
@@ -265,6 +273,7 @@ def run_search(
             out_dir / GENOTYPE_FILE,
             genotype,
             alphas=model.alphas_softmax(),
+            primitives=model.primitives,
             search_config=to_dict(cfg),
         )
         atomic_write_json(out_dir / "config.json", {"stage": "search", "config": to_dict(cfg)})

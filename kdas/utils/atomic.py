@@ -25,6 +25,16 @@ _FILE_MODE = 0o666 & ~_current_umask()
 _DIR_MODE = 0o777 & ~_current_umask()
 
 
+def _fsync_file(path: Path) -> None:
+    """fsync through a read-only descriptor: a hard-linked read-only file (a model copied into
+    an index folder) must not stop the save."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _fsync_dir(path: Path) -> None:
     with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
         fd = os.open(path, os.O_RDONLY)
@@ -90,8 +100,7 @@ def atomic_output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
-        with open(tmp_path, "rb+") as handle:
-            os.fsync(handle.fileno())
+        _fsync_file(tmp_path)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -114,8 +123,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         for item in tmp.rglob("*"):
             if item.is_file():
-                with open(item, "rb+") as handle:
-                    os.fsync(handle.fileno())
+                _fsync_file(item)
         if path.exists():
             if _exchange(tmp, path):  # one atomic step: tmp now holds the old folder
                 shutil.rmtree(tmp, ignore_errors=True)

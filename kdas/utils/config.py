@@ -26,7 +26,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise KdasError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise KdasError(f"config {path} is not UTF-8 text") from None
     try:
         if path.suffix == ".toml":
             data = tomllib.loads(text)
@@ -42,6 +45,11 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             )
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise KdasError(f"config {path} does not parse: {exc}") from None
+    except Exception as exc:  # yaml.YAMLError, without importing yaml for TOML users
+        if type(exc).__module__.startswith("yaml"):
+            message = " ".join(str(exc).split())
+            raise KdasError(f"config {path} does not parse: {message}") from None
+        raise
     if not isinstance(data, dict):
         raise KdasError(f"config {path} must hold a table/mapping at the top level")
     return data
@@ -127,6 +135,18 @@ def _convert(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
+def _over_field_default(f: dataclasses.Field[Any], value: Any) -> Any:
+    """A partial table lands on the field's own default, not on its type's bare defaults:
+    `[loss] t0 = 4` in a search config must keep the search's `kd = "dynamic"`."""
+    if not isinstance(value, Mapping) or f.default_factory is dataclasses.MISSING:
+        return value
+    default = f.default_factory()
+    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+        return value
+    base = {g.name: getattr(default, g.name) for g in dataclasses.fields(default) if g.init}
+    return {**base, **value}
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from a mapping, converting nested tables and checking types.
 
@@ -139,7 +159,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
     unknown = sorted(set(data) - set(fields))
     if unknown:
         raise KdasError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(fields))})")
-    kwargs = {name: _convert(value, hints[name], f"{where}.{name}") for name, value in data.items()}
+    kwargs = {
+        name: _convert(_over_field_default(fields[name], value), hints[name], f"{where}.{name}")
+        for name, value in data.items()
+    }
     try:
         return cls(**kwargs)
     except TypeError as exc:
