@@ -41,6 +41,7 @@ from kdas.export.api import export_model  # noqa: E402
 from kdas.export.bench import BenchConfig, run_bench  # noqa: E402
 from kdas.export.parity import check_parity  # noqa: E402
 from kdas.models.artifacts import save_model_artifact  # noqa: E402
+from kdas.models.batchnorm import adapt_batchnorm  # noqa: E402
 from kdas.models.builder import build_model  # noqa: E402
 from kdas.models.genotype import Genotype, genotype_to_dict  # noqa: E402
 from kdas.models.spec import ModelSpec, StudentArch, TeacherArch  # noqa: E402
@@ -70,19 +71,6 @@ PART_AWARE = Genotype(
     reduce_concat=(2, 3, 4, 5),
 )  # fmt: skip
 NUM_CLASSES = 751
-
-
-def adapt_batchnorm(net: torch.nn.Module, images: torch.Tensor) -> None:
-    """Exact running statistics over `images` (cumulative average), no gradient steps."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    net.train()
-    with torch.no_grad():
-        for chunk in images.split(16):
-            net(chunk)
-    net.eval()
 
 
 def make_models(out: Path, size: tuple[int, int], c: int, images: torch.Tensor) -> dict[str, Path]:

@@ -15,24 +15,12 @@ import torch
 from genotypes import EVERY_OP
 
 from kdas.models.artifacts import save_model_artifact
+from kdas.models.batchnorm import adapt_batchnorm
 from kdas.models.genotype import genotype_to_dict
 from kdas.models.spec import ModelSpec, StudentArch, TeacherArch
 
 TEACHER_SIZE = (64, 32)
 STUDENT_SIZE = (128, 64)  # the part-aware op needs >= 4 rows after the last reduction
-
-
-def _adapt_batchnorm(net: torch.nn.Module, images: torch.Tensor) -> None:
-    """Running BN statistics = the exact mean/var over `images` (cumulative averaging)."""
-    for module in net.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            module.reset_running_stats()
-            module.momentum = None
-    net.train()
-    with torch.no_grad():
-        for chunk in images.split(32):
-            net(chunk)
-    net.eval()
 
 
 def data_images(root: Path, size: tuple[int, int], count: int = 64) -> torch.Tensor:
@@ -53,7 +41,7 @@ def save_teacher(out: Path, images: torch.Tensor | None = None, seed: int = 0) -
     net = build_teacher(5, "resnet18")
     if images is None:
         images = torch.randn(32, 3, *TEACHER_SIZE) * 1.5 + 0.2
-    _adapt_batchnorm(net, images)
+    adapt_batchnorm(net, images, chunk=32)
     spec = ModelSpec(
         kind="teacher", num_classes=5, input_size=TEACHER_SIZE, teacher=TeacherArch("resnet18")
     )
@@ -65,7 +53,7 @@ def save_student(out: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     net = StudentNetwork(EVERY_OP, num_classes=5, C=4)
-    _adapt_batchnorm(net, torch.randn(8, 3, *STUDENT_SIZE) * 1.5 + 0.2)
+    adapt_batchnorm(net, torch.randn(8, 3, *STUDENT_SIZE) * 1.5 + 0.2, chunk=32)
     spec = ModelSpec(
         kind="student",
         num_classes=5,

@@ -14,7 +14,7 @@ from kdas.utils.atomic import atomic_output_path
 
 
 def capture_rng_state() -> dict[str, Any]:
-    """Every RNG a training step may draw from, in types torch.load(weights_only) accepts."""
+    """Every RNG a training step may draw from, in types the weights-only loader accepts."""
     version, internal, gauss = random.getstate()
     np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
     state: dict[str, Any] = {
