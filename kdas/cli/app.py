@@ -64,7 +64,7 @@ def _register() -> None:
     app.command("parity", rich_help_panel=deploy)(export_cli.parity_command)
     app.command("bench", rich_help_panel=deploy)(export_cli.bench_command)
     app.add_typer(
-        index_cli.app, name="index", help="Build, query and evaluate a gallery index.",
+        index_cli.app, name="index", help="Build, update, query and evaluate a gallery index.",
         rich_help_panel=deploy,
     )  # fmt: skip
     app.command("serve", rich_help_panel=deploy)(serve_cli.serve_command)

@@ -30,10 +30,15 @@ class DistContext:
         return self.world_size > 1
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun sets it (0 outside torchrun)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup_distributed(device_name: str = "auto") -> DistContext:
     """Join the process group torchrun describes in the environment (or run single-process)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = env_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name)
     if device.type == "cuda" and world_size > 1:

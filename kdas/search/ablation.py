@@ -10,13 +10,13 @@ import copy
 import csv
 import io
 import json
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from kdas.engine.config import StudentTrainConfig
+from kdas.engine.distributed import env_rank
 from kdas.engine.logs import console
 from kdas.search.config import SearchConfig
 from kdas.utils.atomic import atomic_output_path, atomic_write_json, atomic_write_text
@@ -154,7 +154,7 @@ def run_ablation(cfg: AblationConfig, out_dir: str | Path) -> list[dict[str, Any
             console.log(f"ablation: {mode}, seed {seed}")
             runs.append(_run_one(cfg, mode, seed, out_dir / mode / f"seed{seed}"))
     rows = summarize(runs, tuple(cfg.modes))
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun every rank ran; rank 0 writes
+    if env_rank() != 0:  # under torchrun every rank ran; rank 0 writes
         return rows
     atomic_write_json(
         out_dir / "ablation.json", {"config": to_dict(cfg), "runs": runs, "rows": rows}
