@@ -16,3 +16,32 @@ def tiny_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synthesize(
         out, SynthConfig(ids=16, cameras=3, images_per_camera=3, size=(64, 32), seed=0)
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher(tiny_market: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An (untrained) ResNet-18 teacher artifact that knows the tiny set's identities."""
+    import torch
+
+    from kdas.data.layouts import load_dataset
+    from kdas.models.artifacts import save_model_artifact
+    from kdas.models.spec import ModelSpec, TeacherArch
+    from kdas.models.teacher import build_teacher
+
+    classes = load_dataset(str(tiny_market), "market1501").num_train_pids
+    spec = ModelSpec("teacher", classes, input_size=(32, 16), teacher=TeacherArch("resnet18"))
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("teacher") / "teacher"
+    return save_model_artifact(out, build_teacher(classes, "resnet18"), spec, "teacher")
+
+
+@pytest.fixture(scope="session")
+def genotype_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A genotype.json that uses every op of the paper's space."""
+    from genotypes import EVERY_OP
+
+    from kdas.models.genotype import save_genotype
+
+    path = tmp_path_factory.mktemp("genotype") / "genotype.json"
+    save_genotype(path, EVERY_OP)
+    return path

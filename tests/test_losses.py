@@ -10,6 +10,7 @@ import torch
 
 from kdas.losses import (
     KDSchedule,
+    LossConfig,
     ReIDObjective,
     batch_hard_triplet_loss,
     distillation_loss,
@@ -73,7 +74,7 @@ def test_triplet_skips_anchors_without_positive_and_is_finite() -> None:
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert torch.isfinite(features.grad).all()
-    lonely = batch_hard_triplet_loss(torch.randn(3, 3), torch.tensor([0, 1, 2]))
+    lonely = batch_hard_triplet_loss(torch.randn(3, 3), torch.tensor([0, 1, 2]), 0.3)
     assert float(lonely) == 0.0
 
 
@@ -94,8 +95,8 @@ def test_distillation_weight_one_is_t_squared_kl() -> None:
 
 
 def test_distillation_at_zero_temperature_is_label_ce() -> None:
-    schedule = KDSchedule("dynamic", epochs=200)
-    state = schedule.at(190)
+    schedule = KDSchedule("dynamic")
+    state = schedule.at(190, 200)
     assert state.temperature == 0.0 and state.weight == 0.0
     zs, zt = torch.randn(4, 6), torch.randn(4, 6)
     y = torch.tensor([1, 0, 5, 2])
@@ -124,34 +125,38 @@ def test_tiny_temperature_gives_finite_gradients() -> None:
 def test_distillation_rejects_teacher_of_other_classes() -> None:
     state = KDState(2.0, 1.0, 2.0)
     with pytest.raises(ValueError, match="same identities"):
-        distillation_loss(torch.randn(2, 5), torch.randn(2, 6), torch.tensor([0, 1]), state)
+        distillation_loss(torch.randn(2, 5), torch.randn(2, 6), torch.tensor([0, 1]), state, 0.1)
 
 
 def test_dynamic_schedule_values() -> None:
-    s = KDSchedule("dynamic", epochs=200, t0=2.0, t_floor=1.0, decay_fraction=0.95)
-    assert s.at(0) == KDState(2.0, 1.0, 2.0)
-    mid = s.at(95)
+    s = KDSchedule("dynamic", t0=2.0, t_floor=1.0, decay_fraction=0.95)
+    assert s.at(0, 200) == KDState(2.0, 1.0, 2.0)
+    mid = s.at(95, 200)
     assert mid.temperature == pytest.approx(1.0) and mid.weight == pytest.approx(0.5)
     assert mid.kd_temperature == pytest.approx(1.0)
-    late = s.at(150)
+    late = s.at(150, 200)
     assert late.temperature == pytest.approx(2.0 * (1 - 150 / 190))
     assert late.kd_temperature == 1.0  # the softmax never runs colder than T_floor
-    assert s.at(199).weight == 0.0
+    assert s.at(199, 200).weight == 0.0
     # epoch-based: a 20-epoch run decays over 19 epochs
-    short = KDSchedule("dynamic", epochs=20)
-    assert short.at(19).weight == 0.0 and short.at(9).temperature == pytest.approx(2 * (1 - 9 / 19))
-    temps = [s.at(e).temperature for e in range(200)]
+    short = KDSchedule("dynamic")
+    assert short.at(19, 20).weight == 0.0 and short.at(9, 20).temperature == pytest.approx(
+        2 * (1 - 9 / 19)
+    )
+    temps = [s.at(e, 200).temperature for e in range(200)]
     assert all(a >= b for a, b in itertools.pairwise(temps))
 
 
 def test_constant_and_none_modes() -> None:
-    assert KDSchedule("constant", epochs=10).at(9) == KDState(2.0, 1.0, 2.0)
-    none = KDSchedule("none", epochs=10).at(0)
+    assert KDSchedule("constant").at(9, 10) == KDState(2.0, 1.0, 2.0)
+    none = KDSchedule("none").at(0, 10)
     assert none.weight == 0.0
 
 
 def test_objective_sums_named_terms() -> None:
-    objective = ReIDObjective(KDSchedule("constant", epochs=5), lambda_kd=0.5, lambda_triplet=2.0)
+    objective = ReIDObjective(
+        LossConfig(kd=KDSchedule("constant"), lambda_kd=0.5, lambda_triplet=2.0), 5
+    )
     logits, teacher = torch.randn(8, 4), torch.randn(8, 4)
     features = torch.randn(8, 6)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])

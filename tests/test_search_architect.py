@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from kdas.losses import KDSchedule, ReIDObjective
+from kdas.losses import KDSchedule, LossConfig, ReIDObjective
 from kdas.models.supernet import Supernet
 from kdas.search.architect import Architect, Batch
 from kdas.search.config import SearchOptimConfig
@@ -42,7 +42,7 @@ def _changed(before: list[torch.Tensor], params: list[torch.nn.Parameter]) -> bo
 @pytest.mark.parametrize("order", [1, 2])
 def test_architecture_step_moves_only_alpha(order: int) -> None:
     net = _tiny_supernet()
-    objective = ReIDObjective(KDSchedule("constant", epochs=2))
+    objective = ReIDObjective(LossConfig(kd=KDSchedule("constant")), 2)
     architect = Architect(net, objective, SearchOptimConfig(order=order))
     weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
     w0, a0 = _snapshot(weights), _snapshot(alphas)
@@ -53,7 +53,7 @@ def test_architecture_step_moves_only_alpha(order: int) -> None:
 
 def test_weight_step_moves_only_weights() -> None:
     net = _tiny_supernet()
-    objective = ReIDObjective(KDSchedule("dynamic", epochs=2))
+    objective = ReIDObjective(LossConfig(kd=KDSchedule("dynamic")), 2)
     optimizer = torch.optim.SGD(net.weight_parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
     weights, alphas = list(net.weight_parameters()), list(net.arch_parameters())
     w0, a0 = _snapshot(weights), _snapshot(alphas)
@@ -67,7 +67,7 @@ def test_weight_step_moves_only_weights() -> None:
 def test_second_order_gradient_matches_finite_differences(hessian: str, fd_scale: float) -> None:
     """d/dα L_val(w − ξ(∇w L_train(w, α) + λw), α), by central differences on α."""
     net = _tiny_supernet(torch.float64)
-    objective = ReIDObjective(KDSchedule("constant", epochs=2))
+    objective = ReIDObjective(LossConfig(kd=KDSchedule("constant")), 2)
     kd = objective.state(0)
     cfg = SearchOptimConfig(order=2, w_weight_decay=5e-4, hessian=hessian, fd_scale=fd_scale)
     architect = Architect(net, objective, cfg)

@@ -7,51 +7,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_configs import search_config
 
 from kdas.cli.app import main
-from kdas.data.layouts import load_dataset
-from kdas.engine.config import DataConfig, LossConfig, RunConfig
 from kdas.errors import KdasError
 from kdas.models.artifacts import save_model_artifact
 from kdas.models.genotype import load_genotype
 from kdas.models.spec import ModelSpec, TeacherArch
 from kdas.models.teacher import build_teacher
 from kdas.search import loop
-from kdas.search.config import SearchConfig, SearchOptimConfig, SupernetConfig
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher(tiny_market: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An (untrained) teacher artifact that knows the tiny set's identities."""
-    classes = load_dataset(str(tiny_market), "market1501").num_train_pids
-    spec = ModelSpec("teacher", classes, input_size=(32, 16), teacher=TeacherArch("resnet18"))
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("teacher") / "teacher"
-    return save_model_artifact(out, build_teacher(classes, "resnet18"), spec, "teacher")
-
-
-def _config(root: Path, teacher: Path, epochs: int = 2, order: int = 1) -> SearchConfig:
-    return SearchConfig(
-        teacher=str(teacher),
-        data=DataConfig(
-            root=str(root), size=(32, 16), p=4, k=2, batches_per_epoch=2, num_workers=0
-        ),
-        model=SupernetConfig(C=4, layers=2, reduction_positions=(1,), steps=2, multiplier=2),
-        optim=SearchOptimConfig(order=order),
-        loss=LossConfig(kd="dynamic"),
-        run=RunConfig(epochs=epochs, progress=False, eval_every=0),
-    )
-
-
-def _final_alphas(out: Path) -> dict:
-    return json.loads((out / "genotype.json").read_text())["alphas"]
-
-
-def test_search_end_to_end_and_resume(
-    tiny_market: Path, tiny_teacher: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_search_end_to_end(tiny_market: Path, tiny_teacher: Path, tmp_path: Path) -> None:
     straight = tmp_path / "straight"
-    result = loop.run_search(_config(tiny_market, tiny_teacher), straight)
+    result = loop.run_search(search_config(tiny_market, tiny_teacher), straight)
     genotype = load_genotype(straight / "genotype.json")
     assert genotype == result.genotype
     assert len(genotype.normal) == 4 and len(genotype.reduce) == 4  # two nodes, two edges each
@@ -69,34 +38,16 @@ def test_search_end_to_end_and_resume(
     doc = json.loads((straight / "genotype.json").read_text())
     assert doc["format"] == "kdas-genotype" and doc["search_config"]["model"]["C"] == 4
 
-    crashed = tmp_path / "crashed"
-    original = loop.save_checkpoint
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        original(path, state)
-        raise KeyboardInterrupt("simulated crash")
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        loop.run_search(_config(tiny_market, tiny_teacher), crashed)
-    monkeypatch.setattr(loop, "save_checkpoint", original)
-    with pytest.raises(KdasError, match="unfinished run"):
-        loop.run_search(_config(tiny_market, tiny_teacher), crashed)
-    loop.run_search(_config(tiny_market, tiny_teacher), crashed, resume=True)
-    assert _final_alphas(crashed) == _final_alphas(straight)
-    resumed = [json.loads(x) for x in (crashed / "alphas.jsonl").read_text().splitlines()]
-    assert [h["epoch"] for h in resumed] == [0, 1]
-
 
 def test_second_order_search_runs(tiny_market: Path, tiny_teacher: Path, tmp_path: Path) -> None:
-    cfg = _config(tiny_market, tiny_teacher, epochs=1, order=2)
+    cfg = search_config(tiny_market, tiny_teacher, epochs=1, order=2)
     cfg.data.batches_per_epoch = 1
     result = loop.run_search(cfg, tmp_path / "s2")
     assert load_genotype(tmp_path / "s2" / "genotype.json") == result.genotype
 
 
 def test_search_needs_a_matching_teacher(tiny_market: Path, tmp_path: Path) -> None:
-    cfg = _config(tiny_market, tmp_path / "none")
+    cfg = search_config(tiny_market, tmp_path / "none")
     cfg.teacher = ""
     with pytest.raises(KdasError, match="needs --teacher"):
         loop.run_search(cfg, tmp_path / "s")
@@ -135,7 +86,7 @@ def test_cli_search_without_distillation(tiny_market: Path, tmp_path: Path, caps
     printed = capsys.readouterr().out
     assert "normal:" in printed and "genotype.json" in printed
     saved = json.loads((out / "config.json").read_text())["config"]
-    assert saved["loss"]["kd"] == "none" and saved["max_skip_normal"] == 1
+    assert saved["loss"]["kd"]["mode"] == "none" and saved["max_skip_normal"] == 1
     assert sum(op == "skip_connect" for op, _ in load_genotype(out / "genotype.json").normal) <= 1
 
 
@@ -171,7 +122,7 @@ def test_search_under_torchrun_two_gloo_processes(
 def test_search_with_a_custom_primitive_set(
     tiny_market: Path, tiny_teacher: Path, tmp_path: Path
 ) -> None:
-    cfg = _config(tiny_market, tiny_teacher, epochs=1)
+    cfg = search_config(tiny_market, tiny_teacher, epochs=1)
     cfg.data.batches_per_epoch = 1
     cfg.model.primitives = ("none", "skip_connect", "sep_conv_3x3", "part_aware")
     loop.run_search(cfg, tmp_path / "s")

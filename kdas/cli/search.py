@@ -55,7 +55,7 @@ def search_command(
         ),
         "model": {"C": channels},
         "optim": {"order": order},
-        "loss": {"kd": kd},
+        "loss": {"kd": {"mode": kd}},
         "run": {"epochs": epochs, "precision": precision, "device": device, "seed": seed},
         "max_skip_normal": max_skips,
     }

@@ -48,7 +48,7 @@ def train_command(
         ),
         "model": {"C": channels, "drop_path_prob": drop_path},
         "optim": {"lr": lr},
-        "loss": {"kd": kd},
+        "loss": {"kd": {"mode": kd}},
         "run": {
             "epochs": epochs,
             "precision": precision,

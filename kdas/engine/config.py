@@ -1,4 +1,8 @@
-"""Typed configs of the training stages; saved whole in each artifact's config.json."""
+"""Typed configs of the training stages; saved whole in each artifact's config.json.
+
+Each default lives once: the loss settings in `kdas.losses.LossConfig`, the network's in
+`kdas.models.spec`; a stage config composes them and overrides only what the stage changes.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kdas.constants import DEFAULT_INPUT_SIZE
+from kdas.losses.config import LossConfig
+from kdas.losses.distillation import KDSchedule
 from kdas.models.spec import StudentArch, TeacherArch
 
 
@@ -41,18 +47,6 @@ class OptimConfig:
 
 
 @dataclass
-class LossConfig:
-    kd: Literal["none", "constant", "dynamic"] = "none"
-    t0: float = 2.0
-    t_floor: float = 1.0
-    decay_fraction: float = 0.95
-    lambda_kd: float = 1.0
-    lambda_triplet: float = 1.0
-    margin: float = 0.3
-    label_smoothing: float = 0.1
-
-
-@dataclass
 class RunConfig:
     epochs: int = 60
     seed: int = 0
@@ -84,5 +78,5 @@ class StudentTrainConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(random_erasing=0.0))  # flip+crop
     model: StudentArch = field(default_factory=StudentArch)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kd=KDSchedule("dynamic")))
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200))

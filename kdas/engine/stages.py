@@ -6,33 +6,25 @@ model.safetensors, metrics.json, log.jsonl and checkpoints/.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdas.data.records import ReIDSplits
-from kdas.engine.config import DataConfig, LossConfig, StudentTrainConfig, TeacherTrainConfig
-from kdas.engine.distributed import DistContext, barrier, setup_distributed
+from kdas.engine.config import DataConfig, StudentTrainConfig, TeacherTrainConfig
+from kdas.engine.distributed import DistContext, barrier
 from kdas.engine.logs import console
-from kdas.engine.trainer import LAST_CHECKPOINT, TrainResult, fit
+from kdas.engine.runner import EpochRunner
+from kdas.engine.trainer import TrainResult, fit
 from kdas.errors import KdasError
-from kdas.losses import KDSchedule, ReIDObjective
-from kdas.models.artifacts import CONFIG_FILE, WEIGHTS_FILE, save_model_artifact
+from kdas.files import GENOTYPE_FILE, METRICS_FILE, TRAIN_LOG
+from kdas.losses import ReIDObjective
+from kdas.models.artifacts import save_model_artifact
 from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
-
-STAGE_FILES = (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    "metrics.json",
-    "log.jsonl",
-    "checkpoints",
-    "genotype.json",
-)
 
 
 def load_splits(data: DataConfig) -> ReIDSplits:
@@ -41,43 +33,6 @@ def load_splits(data: DataConfig) -> ReIDSplits:
     if not data.root:
         raise KdasError("no data set given: pass --data ROOT (and --layout) or set data.root")
     return load_dataset(data.root, data.layout, **data.options)
-
-
-def prepare_stage_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    """Never clobber work by accident: a finished or unfinished run needs --force or --resume."""
-    if force:
-        for name in STAGE_FILES:
-            target = out_dir / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-        return
-    if resume:
-        return
-    if (out_dir / CONFIG_FILE).is_file():
-        raise KdasError(f"{out_dir} already holds a trained model; pass --force to train again")
-    if (out_dir / LAST_CHECKPOINT).is_file():
-        raise KdasError(
-            f"{out_dir} holds an unfinished run; pass --resume to continue it or --force to restart"
-        )
-
-
-def build_objective(loss: LossConfig, epochs: int) -> ReIDObjective:
-    schedule = KDSchedule(
-        mode=loss.kd,
-        epochs=epochs,
-        t0=loss.t0,
-        t_floor=loss.t_floor,
-        decay_fraction=loss.decay_fraction,
-    )
-    return ReIDObjective(
-        schedule,
-        lambda_kd=loss.lambda_kd,
-        lambda_triplet=loss.lambda_triplet,
-        margin=loss.margin,
-        label_smoothing=loss.label_smoothing,
-    )
 
 
 def model_facts(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, Any]:
@@ -108,21 +63,10 @@ def _finish(
         facts = model_facts(model.cpu(), spec.input_size)
         facts["train_wall_time_s"] = result.wall_time_s
         metrics = {"final": result.metrics, "best": result.best, "epochs": result.epochs}
-        atomic_write_json(out_dir / "metrics.json", metrics)
+        atomic_write_json(out_dir / METRICS_FILE, metrics)
         save_model_artifact(out_dir, model, spec, stage, cfg, facts=facts, extra=extra)
         console.log(f"{stage} written to {out_dir}")
     barrier(ctx)
-
-
-def begin_stage(run: Any, data: DataConfig, out_dir: Path, resume: bool, force: bool) -> Any:
-    """What every training stage does first: join DDP, guard the output folder (rank 0),
-    seed, load the data set. Returns (DistContext, ReIDSplits)."""
-    ctx = setup_distributed(run.device)
-    if ctx.is_main:
-        prepare_stage_dir(out_dir, resume, force)
-    barrier(ctx)
-    seed_everything(run, ctx)
-    return ctx, load_splits(data)
 
 
 def load_distillation_teacher(kd: str, teacher: str, num_classes: int) -> torch.nn.Module | None:
@@ -130,7 +74,7 @@ def load_distillation_teacher(kd: str, teacher: str, num_classes: int) -> torch.
     if kd == "none":
         return None
     if not teacher:
-        raise KdasError(f"loss.kd = {kd!r} needs --teacher DIR (or use --kd none)")
+        raise KdasError(f"loss.kd.mode = {kd!r} needs --teacher DIR (or use --kd none)")
     from kdas.models import load as load_model
 
     model = load_model(teacher).model
@@ -147,9 +91,10 @@ def train_teacher(
 ) -> TrainResult:
     """Train the ResNet teacher with CE + triplet (distillation is for students)."""
     out_dir = Path(out_dir)
-    if cfg.loss.kd != "none":
-        raise KdasError("the teacher trains on labels: set loss.kd = 'none'")
-    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
+    if cfg.loss.kd.mode != "none":
+        raise KdasError("the teacher trains on labels: set loss.kd.mode = 'none'")
+    runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)
+    splits = load_splits(cfg.data)
     spec = ModelSpec(
         kind="teacher",
         num_classes=splits.num_train_pids,
@@ -157,12 +102,12 @@ def train_teacher(
         teacher=cfg.model,
     )
     model = build_model(spec)
-    objective = build_objective(cfg.loss, cfg.run.epochs)
+    objective = ReIDObjective(cfg.loss, cfg.run.epochs)
     result = fit(
-        model, splits, objective, cfg.data, cfg.optim, cfg.run, out_dir, ctx,
+        model, splits, objective, cfg.data, cfg.optim, runner,
         resume=resume, resume_key=_resume_key(cfg),
     )  # fmt: skip
-    _finish(out_dir, model, spec, "teacher", cfg, result, ctx)
+    _finish(out_dir, model, spec, "teacher", cfg, result, runner.ctx)
     return result
 
 
@@ -178,8 +123,9 @@ def train_student(
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:
         raise KdasError(f"drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
     genotype = genotype_to_dict(load_genotype(cfg.genotype))
-    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
-    teacher = load_distillation_teacher(cfg.loss.kd, cfg.teacher, splits.num_train_pids)
+    runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)
+    splits = load_splits(cfg.data)
+    teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
     spec = ModelSpec(
         kind="student",
         num_classes=splits.num_train_pids,
@@ -188,26 +134,13 @@ def train_student(
         genotype=genotype,
     )
     model = build_model(spec)
-    objective = build_objective(cfg.loss, cfg.run.epochs)
+    objective = ReIDObjective(cfg.loss, cfg.run.epochs)
     result = fit(
-        model, splits, objective, cfg.data, cfg.optim, cfg.run, out_dir, ctx,
+        model, splits, objective, cfg.data, cfg.optim, runner,
         teacher=teacher, resume=resume, resume_key=_resume_key(cfg),
     )  # fmt: skip
-    if ctx.is_main:
-        atomic_write_json(out_dir / "genotype.json", genotype)
-    _finish(out_dir, model, spec, "student", cfg, result, ctx, extra={"teacher": cfg.teacher})
+    if runner.ctx.is_main:
+        atomic_write_json(out_dir / GENOTYPE_FILE, genotype)
+    extra = {"teacher": cfg.teacher}
+    _finish(out_dir, model, spec, "student", cfg, result, runner.ctx, extra=extra)
     return result
-
-
-def seed_everything(run: Any, ctx: DistContext) -> None:
-    """One seed per job; ranks differ so their augmentations differ."""
-    import random
-
-    import numpy as np
-
-    seed = run.seed + ctx.rank
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if run.threads:
-        torch.set_num_threads(run.threads)

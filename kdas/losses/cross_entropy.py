@@ -9,7 +9,7 @@ from kdas.losses.precision import at_least_fp32
 
 
 def label_smoothed_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1
+    logits: torch.Tensor, targets: torch.Tensor, epsilon: float
 ) -> torch.Tensor:
     """Mean CE against (1 - ε)·one-hot + ε/C; ε = 0 is the paper's eq. 6.
 

@@ -34,26 +34,26 @@ class KDState:
 @dataclass(frozen=True)
 class KDSchedule:
     """`none`: CE only (w = 0); `constant`: T = T0, w = 1; `dynamic`: T_e = T0·max(0, 1 - e/E_d),
-    w_e = T_e / T0, with E_d = decay_fraction · epochs (190 of 200 in the paper)."""
+    w_e = T_e / T0, with E_d = decay_fraction · epochs (190 of 200 in the paper).
 
-    mode: KDMode = "dynamic"
-    epochs: int = 200
+    The number of epochs is the run's (`run.epochs`), passed in, never stored twice."""
+
+    mode: KDMode = "none"
     t0: float = 2.0
     t_floor: float = 1.0
     decay_fraction: float = 0.95
 
-    @property
-    def decay_epochs(self) -> float:
-        return max(self.decay_fraction * self.epochs, 1e-9)
+    def decay_epochs(self, epochs: int) -> float:
+        return max(self.decay_fraction * epochs, 1e-9)
 
-    def at(self, epoch: int) -> KDState:
+    def at(self, epoch: int, epochs: int) -> KDState:
         if self.mode == "none":
             return KDState(temperature=0.0, weight=0.0, kd_temperature=self.t_floor)
         if self.mode == "constant":
             return KDState(
                 temperature=self.t0, weight=1.0, kd_temperature=max(self.t0, self.t_floor)
             )
-        t_e = self.t0 * max(0.0, 1.0 - epoch / self.decay_epochs)
+        t_e = self.t0 * max(0.0, 1.0 - epoch / self.decay_epochs(epochs))
         weight = t_e / self.t0 if self.t0 > 0 else 0.0
         return KDState(temperature=t_e, weight=weight, kd_temperature=max(t_e, self.t_floor))
 
@@ -73,7 +73,7 @@ def distillation_loss(
     teacher_logits: torch.Tensor | None,
     targets: torch.Tensor,
     state: KDState,
-    label_smoothing: float = 0.1,
+    label_smoothing: float,
 ) -> torch.Tensor:
     """L_d = w·T_kd²·KL(p_t ‖ p_s) + (1 − w)·CE(z_s, y); terms with zero weight are skipped so
     the `none` mode needs no teacher at all."""

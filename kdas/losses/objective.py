@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from kdas.losses.distillation import KDSchedule, KDState, distillation_loss
+from kdas.losses.config import LossConfig
+from kdas.losses.distillation import KDState, distillation_loss
 from kdas.losses.triplet import batch_hard_triplet_loss
 
 
@@ -28,18 +29,21 @@ class LossOutput:
 
 @dataclass
 class ReIDObjective:
-    schedule: KDSchedule
-    lambda_kd: float = 1.0
-    lambda_triplet: float = 1.0
-    margin: float = 0.3
-    label_smoothing: float = 0.1
+    """The objective of one run: its loss config and the run's length (for the T schedule)."""
+
+    config: LossConfig
+    epochs: int
 
     def state(self, epoch: int) -> KDState:
-        return self.schedule.at(epoch)
+        return self.config.kd.at(epoch, self.epochs)
+
+    @property
+    def mode(self) -> str:
+        return self.config.kd.mode
 
     @property
     def needs_teacher(self) -> bool:
-        return self.schedule.mode != "none"
+        return self.mode != "none"
 
     def __call__(
         self,
@@ -49,10 +53,11 @@ class ReIDObjective:
         teacher_logits: torch.Tensor | None,
         state: KDState,
     ) -> LossOutput:
+        c = self.config
         terms = {
-            "kd": distillation_loss(logits, teacher_logits, targets, state, self.label_smoothing),
-            "triplet": batch_hard_triplet_loss(features, targets, self.margin),
+            "kd": distillation_loss(logits, teacher_logits, targets, state, c.label_smoothing),
+            "triplet": batch_hard_triplet_loss(features, targets, c.margin),
         }
-        weights = {"kd": self.lambda_kd, "triplet": self.lambda_triplet}
+        weights = {"kd": c.lambda_kd, "triplet": c.lambda_triplet}
         total = sum(weights[name] * value for name, value in terms.items())
         return LossOutput(total=total, terms=terms)

@@ -17,7 +17,7 @@ def pairwise_euclidean(features: torch.Tensor) -> torch.Tensor:
 
 
 def batch_hard_triplet_loss(
-    features: torch.Tensor, targets: torch.Tensor, margin: float = 0.3
+    features: torch.Tensor, targets: torch.Tensor, margin: float
 ) -> torch.Tensor:
     """For each anchor: hardest positive (farthest same id) and hardest negative (closest other
     id); mean of max(0, d_ap - d_an + margin) over anchors that have both.

@@ -11,7 +11,7 @@ import csv
 import io
 import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,14 +46,15 @@ def _run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, 
 
     search_dir, student_dir = out / "search", out / "student"
     search_cfg = copy.deepcopy(cfg.search)
-    search_cfg.loss.kd = mode
+    search_cfg.loss.kd = replace(search_cfg.loss.kd, mode=mode)
     search_cfg.run.seed = seed
     search_cfg.split_seed = seed
     if not (search_dir / "genotype.json").is_file():
         run_search(search_cfg, search_dir, resume=True)
     student_cfg = copy.deepcopy(cfg.student)
     student_cfg.genotype = str(search_dir / "genotype.json")
-    student_cfg.loss.kd = mode if cfg.retrain_kd == "same" else cfg.retrain_kd
+    retrain = mode if cfg.retrain_kd == "same" else cfg.retrain_kd
+    student_cfg.loss.kd = replace(student_cfg.loss.kd, mode=retrain)
     student_cfg.run.seed = seed
     if not (student_dir / "config.json").is_file():
         train_student(student_cfg, student_dir, resume=True)

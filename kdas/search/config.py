@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kdas.engine.config import DataConfig, LossConfig, RunConfig
+from kdas.losses.distillation import KDSchedule
 from kdas.models.ops import PRIMITIVES
 
 
@@ -45,7 +46,7 @@ class SearchConfig:
     data: DataConfig = field(default_factory=lambda: DataConfig(p=8, k=2, random_erasing=0.0))
     model: SupernetConfig = field(default_factory=SupernetConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
-    loss: LossConfig = field(default_factory=lambda: LossConfig(kd="dynamic"))
+    loss: LossConfig = field(default_factory=lambda: LossConfig(kd=KDSchedule("dynamic")))
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200, eval_every=0))
     split_seed: int = 0
     max_skip_normal: int | None = None  # cap on skip connections in the normal cell

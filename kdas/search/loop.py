@@ -1,41 +1,29 @@
 """Algorithm 1 of KDAS-ReID: alternate weight steps on D_train and α steps on D_val, with the
-distillation temperature updated per epoch and the genotype derived after every epoch."""
+distillation temperature updated per epoch and the genotype derived after every epoch.
+
+The search is an `EpochJob` of the one epoch runner, which owns DDP, resume, logs and the bar.
+"""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kdas.engine.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    rank_rng_state,
-    restore_rng_state,
-    save_checkpoint,
-)
-from kdas.engine.distributed import (
-    DistContext,
-    all_reduce_mean,
-    barrier,
-    gather_objects,
-    unwrap,
-)
-from kdas.engine.logs import JsonlLog, console, make_progress
-from kdas.engine.precision import autocast, check_precision
-from kdas.engine.stages import begin_stage, build_objective, load_distillation_teacher
+from kdas.engine.distributed import DistContext, barrier, unwrap
+from kdas.engine.logs import console
+from kdas.engine.runner import EpochJob, EpochRunner, StepOutput
+from kdas.engine.stages import load_distillation_teacher, load_splits
+from kdas.engine.trainer import backward_and_step, teacher_logits
 from kdas.errors import KdasError
+from kdas.files import CONFIG_FILE, GENOTYPE_FILE, SEARCH_LOG
+from kdas.losses.objective import ReIDObjective
 from kdas.search.architect import Architect, Batch, batch_loss
 from kdas.search.config import SearchConfig
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
-
-LAST_CHECKPOINT = "checkpoints/last.pt"
-ALPHAS_LOG = "alphas.jsonl"
-GENOTYPE_FILE = "genotype.json"
 
 
 @dataclass
@@ -60,10 +48,7 @@ def weight_step(
     model = unwrap(net)
     net.train()
     loss = batch_loss(net, batch, objective, kd, precision=precision)
-    optimizer.zero_grad(set_to_none=True)
-    loss.total.backward()
-    torch.nn.utils.clip_grad_norm_(model.weight_parameters(), grad_clip)
-    optimizer.step()
+    backward_and_step(loss.total, optimizer, None, model.weight_parameters(), grad_clip)
     for alpha in model.arch_parameters():
         alpha.grad = None
     return loss
@@ -100,15 +85,6 @@ def _streams(cfg: SearchConfig, splits: Any, ctx: DistContext) -> tuple[Any, Any
     return streams[0][0], streams[1][0], streams[0][1]
 
 
-def _teacher_logits(
-    teacher: torch.nn.Module | None, images: torch.Tensor, weight: float, precision: str
-) -> torch.Tensor | None:
-    if teacher is None or weight <= 0:
-        return None
-    with torch.no_grad(), autocast(images.device, precision):
-        return teacher.classify(images).float()
-
-
 def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
     from kdas.models.genotype import count_skips, genotype_to_dict
 
@@ -124,169 +100,162 @@ def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
     }
 
 
-def run_search(
-    cfg: SearchConfig, out_dir: str | Path, resume: bool = False, force: bool = False
-) -> SearchResult:
-    """Search a cell; writes genotype.json, alphas.jsonl, pictures and checkpoints/."""
-    from kdas.models.genotype import save_genotype
+def build_supernet(cfg: SearchConfig, num_classes: int) -> torch.nn.Module:
     from kdas.models.supernet import Supernet
 
-    out_dir = Path(out_dir)
-    if cfg.run.precision == "fp16":
-        raise KdasError(
-            "the search has no fp16 loss scaling for its two optimisers: use bf16 (or fp32)"
-        )
-    if cfg.optim.order == 2 and cfg.run.precision != "fp32":
-        raise KdasError("second-order search takes exact second derivatives: use fp32")
-    ctx, splits = begin_stage(cfg.run, cfg.data, out_dir, resume, force)
-    check_precision(cfg.run.precision, ctx.device)
-    device = ctx.device
-    teacher = load_distillation_teacher(cfg.loss.kd, cfg.teacher, splits.num_train_pids)
-    if teacher is not None:
-        teacher.to(device)
     m = cfg.model
-    model = Supernet(
+    return Supernet(
         C=m.C,
-        num_classes=splits.num_train_pids,
+        num_classes=num_classes,
         layers=m.layers,
         reduction_positions=tuple(m.reduction_positions),
         steps=m.steps,
         multiplier=m.multiplier,
         stem_multiplier=m.stem_multiplier,
         primitives=tuple(m.primitives),
-    ).to(device)
-    net = model
-    if ctx.distributed:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    objective = build_objective(cfg.loss, cfg.run.epochs)
-    o = cfg.optim
-    w_optimizer = torch.optim.SGD(
-        model.weight_parameters(), lr=o.w_lr, momentum=o.w_momentum, weight_decay=o.w_weight_decay
     )
-    w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-        w_optimizer, T_max=cfg.run.epochs, eta_min=o.w_lr_min
-    )
-    architect = Architect(model, objective, o, ctx, precision=cfg.run.precision)
-    train_stream, val_stream, steps_per_epoch = _streams(cfg, splits, ctx)
 
-    log = JsonlLog(out_dir / ALPHAS_LOG)
+
+class SearchJob(EpochJob):
+    """One epoch of Algorithm 1: a w step on a D_train batch, then an α step on a D_val batch."""
+
+    label = "search"
+    progress_key = "train_total"
+
+    def __init__(
+        self,
+        cfg: SearchConfig,
+        model: torch.nn.Module,
+        splits: Any,
+        teacher: torch.nn.Module | None,
+        runner: EpochRunner,
+    ) -> None:
+        self.cfg, self.model, self.runner = cfg, model, runner
+        self.net = runner.place(model)
+        self.teacher = runner.place_frozen(teacher) if teacher is not None else None
+        self.objective = ReIDObjective(cfg.loss, cfg.run.epochs)
+        o = cfg.optim
+        self.w_optimizer = torch.optim.SGD(
+            model.weight_parameters(),
+            lr=o.w_lr,
+            momentum=o.w_momentum,
+            weight_decay=o.w_weight_decay,
+        )
+        self.w_scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            self.w_optimizer, T_max=cfg.run.epochs, eta_min=o.w_lr_min
+        )
+        self.architect = Architect(
+            model, self.objective, o, runner.ctx, precision=cfg.run.precision
+        )
+        self.train_stream, self.val_stream, self.steps = _streams(cfg, splits, runner.ctx)
+        self.kd = self.objective.state(0)
+        self.w_lr = o.w_lr
+
+    def steps_per_epoch(self) -> int:
+        return self.steps
+
+    def batches(self, epoch: int) -> Any:
+        self.kd = self.objective.state(epoch)
+        self.w_lr = self.w_optimizer.param_groups[0]["lr"]
+        return range(self.steps)
+
+    def _batch(self, stream: Any) -> Batch:
+        images, pids = next(stream)[:2]
+        images = self.runner.to_device(images)
+        pids = pids.to(self.runner.device, non_blocking=True)
+        targets = teacher_logits(self.teacher, images, self.kd.weight, self.cfg.run.precision)
+        return Batch(images, pids, targets)
+
+    def step(self, batch: Any, epoch: int) -> StepOutput:
+        o, precision = self.cfg.optim, self.cfg.run.precision
+        train, val = self._batch(self.train_stream), self._batch(self.val_stream)
+        w_loss = weight_step(
+            self.net, train, self.objective, self.kd, self.w_optimizer, o.grad_clip, precision
+        )
+        scalars = {f"train_{k}": v for k, v in w_loss.scalars().items()}
+        if epoch >= o.arch_start_epoch:
+            a_loss = self.architect.step(val, train, self.kd, self.w_lr, self.w_optimizer)
+            scalars.update({f"val_{k}": v for k, v in a_loss.scalars().items()})
+        return StepOutput(scalars, len(train.images) + len(val.images))
+
+    def end_epoch(self, epoch: int, means: dict[str, float]) -> dict[str, Any]:
+        self.w_scheduler.step()
+        return {
+            "temperature": self.kd.temperature,
+            "kd_weight": self.kd.weight,
+            "kd_temperature": self.kd.kd_temperature,
+            "w_lr": self.w_lr,
+            "losses": means,
+            **_alphas_record(self.model, self.cfg.max_skip_normal),
+        }
+
+    def summary(self, record: dict[str, Any]) -> str:
+        return (
+            f"T {record['temperature']:.2f} w {record['kd_weight']:.2f} "
+            f"loss {record['losses'].get('train_total', 0):.3f} "
+            f"skips {record['skip_count']['normal']}"
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "w_optimizer": self.w_optimizer.state_dict(),
+            "w_scheduler": self.w_scheduler.state_dict(),
+            "a_optimizer": self.architect.optimizer.state_dict(),
+            "train_stream": self.train_stream.state_dict(),
+            "val_stream": self.val_stream.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.w_optimizer.load_state_dict(state["w_optimizer"])
+        self.w_scheduler.load_state_dict(state["w_scheduler"])
+        self.architect.optimizer.load_state_dict(state["a_optimizer"])
+        self.train_stream.load_state_dict(state["train_stream"])
+        self.val_stream.load_state_dict(state["val_stream"])
+
+
+def _check_precision(cfg: SearchConfig) -> None:
+    if cfg.run.precision == "fp16":
+        raise KdasError(
+            "the search has no fp16 loss scaling for its two optimisers: use bf16 (or fp32)"
+        )
+    if cfg.optim.order == 2 and cfg.run.precision != "fp32":
+        raise KdasError("second-order search takes exact second derivatives: use fp32")
+
+
+def _write_results(cfg: SearchConfig, model: Any, genotype: Any, history: list, out: Path) -> None:
+    from kdas.models.genotype import save_genotype
+    from kdas.search.plots import write_search_pictures
+
+    save_genotype(
+        out / GENOTYPE_FILE,
+        genotype,
+        alphas=model.alphas_softmax(),
+        primitives=model.primitives,
+        search_config=to_dict(cfg),
+    )
+    atomic_write_json(out / CONFIG_FILE, {"stage": "search", "config": to_dict(cfg)})
+    write_search_pictures(history, genotype, out)
+    console.log(f"genotype written to {out / GENOTYPE_FILE}")
+
+
+def run_search(
+    cfg: SearchConfig, out_dir: str | Path, resume: bool = False, force: bool = False
+) -> SearchResult:
+    """Search a cell; writes genotype.json, alphas.jsonl, pictures and checkpoints/."""
+    out_dir = Path(out_dir)
+    _check_precision(cfg)
+    runner = EpochRunner.open(cfg.run, out_dir, SEARCH_LOG, resume, force)
+    splits = load_splits(cfg.data)
+    teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
+    model = build_supernet(cfg, splits.num_train_pids)
+    job = SearchJob(cfg, model, splits, teacher, runner)
     resume_key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "run"})
-    start_epoch = 0
-    if resume and (out_dir / LAST_CHECKPOINT).is_file():
-        state = load_checkpoint(out_dir / LAST_CHECKPOINT, map_location=device)
-        if state.get("resume_key") != resume_key:
-            raise KdasError(
-                f"{out_dir / LAST_CHECKPOINT} was made with a different config; resume with the "
-                "same config, or pass --force to start over"
-            )
-        model.load_state_dict(state["model"])
-        w_optimizer.load_state_dict(state["w_optimizer"])
-        w_scheduler.load_state_dict(state["w_scheduler"])
-        architect.optimizer.load_state_dict(state["a_optimizer"])
-        train_stream.load_state_dict(state["train_stream"])
-        val_stream.load_state_dict(state["val_stream"])
-        restore_rng_state(rank_rng_state(state["rng"], ctx.rank))
-        start_epoch = int(state["epoch"])
-        if ctx.is_main:
-            log.keep_until(start_epoch)
-            console.log(f"resumed search at epoch {start_epoch}")
-    elif ctx.is_main and log.path.exists():
-        log.path.unlink()
-
-    started = time.perf_counter()
-    precision = cfg.run.precision
-    with make_progress(cfg.run.progress and ctx.is_main) as progress:
-        for epoch in range(start_epoch, cfg.run.epochs):
-            kd = objective.state(epoch)
-            w_lr = w_optimizer.param_groups[0]["lr"]
-            update_alpha = epoch >= o.arch_start_epoch
-            task = progress.add_task(
-                f"search {epoch + 1}/{cfg.run.epochs}", total=steps_per_epoch, status=""
-            )
-            sums: dict[str, float] = {}
-            t0 = time.perf_counter()
-            for step in range(1, steps_per_epoch + 1):
-                train = _to_batch(next(train_stream), device, teacher, kd.weight, precision)
-                val = _to_batch(next(val_stream), device, teacher, kd.weight, precision)
-                w_loss = weight_step(net, train, objective, kd, w_optimizer, o.grad_clip, precision)
-                scalars = {f"train_{k}": v for k, v in w_loss.scalars().items()}
-                if update_alpha:
-                    a_loss = architect.step(val, train, kd, w_lr, w_optimizer)
-                    scalars.update({f"val_{k}": v for k, v in a_loss.scalars().items()})
-                for name, value in scalars.items():
-                    sums[name] = sums.get(name, 0.0) + value
-                rate = 2 * step * cfg.data.p * cfg.data.k / max(time.perf_counter() - t0, 1e-9)
-                progress.update(
-                    task,
-                    advance=1,
-                    status=f"loss {sums['train_total'] / step:.3f} {rate:.0f} img/s",
-                )
-            progress.remove_task(task)
-            w_scheduler.step()
-            epoch_time = time.perf_counter() - t0
-            losses = all_reduce_mean(ctx, {k: v / steps_per_epoch for k, v in sums.items()})
-            rng_states = gather_objects(ctx, capture_rng_state())  # every rank's, for resume
-            if ctx.is_main:
-                record = {
-                    "epoch": epoch,
-                    "temperature": kd.temperature,
-                    "kd_weight": kd.weight,
-                    "kd_temperature": kd.kd_temperature,
-                    "w_lr": w_lr,
-                    "losses": losses,
-                    "epoch_time_s": epoch_time,
-                    "images_per_s": 2
-                    * steps_per_epoch
-                    * cfg.data.p
-                    * cfg.data.k
-                    * ctx.world_size
-                    / max(epoch_time, 1e-9),
-                    **_alphas_record(model, cfg.max_skip_normal),
-                }
-                log.append(record)
-                save_checkpoint(
-                    out_dir / LAST_CHECKPOINT,
-                    {
-                        "epoch": epoch + 1,
-                        "model": model.state_dict(),
-                        "w_optimizer": w_optimizer.state_dict(),
-                        "w_scheduler": w_scheduler.state_dict(),
-                        "a_optimizer": architect.optimizer.state_dict(),
-                        "train_stream": train_stream.state_dict(),
-                        "val_stream": val_stream.state_dict(),
-                        "rng": rng_states,
-                        "resume_key": resume_key,
-                    },
-                )
-                if cfg.run.progress:
-                    console.log(
-                        f"search epoch {epoch + 1}/{cfg.run.epochs}: T {kd.temperature:.2f} "
-                        f"w {kd.weight:.2f} loss {losses.get('train_total', 0):.3f} "
-                        f"skips {record['skip_count']['normal']} ({epoch_time:.1f}s)"
-                    )
-    genotype = unwrap(net).genotype(max_skip_normal=cfg.max_skip_normal)
-    history = log.read() if ctx.is_main else []
-    if ctx.is_main:
-        save_genotype(
-            out_dir / GENOTYPE_FILE,
-            genotype,
-            alphas=model.alphas_softmax(),
-            primitives=model.primitives,
-            search_config=to_dict(cfg),
-        )
-        atomic_write_json(out_dir / "config.json", {"stage": "search", "config": to_dict(cfg)})
-        from kdas.search.plots import write_search_pictures
-
-        write_search_pictures(history, genotype, out_dir)
-        console.log(f"genotype written to {out_dir / GENOTYPE_FILE}")
-    barrier(ctx)
-    return SearchResult(genotype, history, out_dir, time.perf_counter() - started)
-
-
-def _to_batch(
-    batch: Any, device: torch.device, teacher: Any, weight: float, precision: str
-) -> Batch:
-    images, pids = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-    return Batch(images, pids, _teacher_logits(teacher, images, weight, precision))
+    summary = runner.fit(job, resume, resume_key)
+    genotype = model.genotype(max_skip_normal=cfg.max_skip_normal)
+    history = runner.log.read() if runner.ctx.is_main else []
+    if runner.ctx.is_main:
+        _write_results(cfg, model, genotype, history, out_dir)
+    barrier(runner.ctx)
+    return SearchResult(genotype, history, out_dir, summary.wall_time_s)

@@ -12,7 +12,7 @@ import json
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -72,79 +72,96 @@ def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str
     return merged
 
 
+def _convert_union(value: Any, args: tuple[Any, ...], where: str) -> Any:
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(value, arg, where)
+        except KdasError as exc:
+            errors.append(str(exc))
+    raise KdasError(errors[0] if errors else f"{where}: bad value {value!r}")
+
+
+def _convert_sequence(value: Any, origin: Any, args: tuple[Any, ...], where: str) -> Any:
+    if not isinstance(value, list | tuple):
+        raise KdasError(f"{where}: expected a list, got {value!r}")
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise KdasError(f"{where}: expected {len(args)} values, got {list(value)!r}")
+        return tuple(
+            _convert(v, a, f"{where}[{i}]")
+            for i, (v, a) in enumerate(zip(value, args, strict=True))
+        )
+    item_type = args[0] if args else Any
+    items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
+    return tuple(items) if origin is tuple else items
+
+
+def _convert_table(value: Any, annotation: Any, where: str) -> Any:
+    """A nested dataclass config, or a free-form dict (layout options)."""
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        return value
+    if not isinstance(value, Mapping):
+        raise KdasError(f"{where}: expected a table, got {value!r}")
+    return (
+        from_dict(annotation, value, where) if dataclasses.is_dataclass(annotation) else dict(value)
+    )
+
+
+# Scalars: what a value must be an instance of, how it is taken, and what the error calls it.
+_SCALARS: dict[type, tuple[Callable[[Any], bool], Callable[[Any], Any], str]] = {
+    bool: (lambda v: isinstance(v, bool), bool, "true or false"),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), float, "a number"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int, "an integer"),
+    str: (lambda v: isinstance(v, str), str, "a string"),
+}
+
+
 def _convert(value: Any, annotation: Any, where: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if annotation is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _convert(value, arg, where)
-            except KdasError as exc:
-                errors.append(str(exc))
-        raise KdasError(errors[0] if errors else f"{where}: bad value {value!r}")
+        return _convert_union(value, args, where)
     if origin is typing.Literal:
         if value not in args:
             raise KdasError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    if dataclasses.is_dataclass(annotation):
-        if isinstance(value, annotation):
-            return value
-        if not isinstance(value, Mapping):
-            raise KdasError(f"{where}: expected a table, got {value!r}")
-        return from_dict(annotation, value, where)
+    if dataclasses.is_dataclass(annotation) or origin is dict:
+        return _convert_table(value, annotation, where)
     if origin in (list, tuple):
-        if not isinstance(value, list | tuple):
-            raise KdasError(f"{where}: expected a list, got {value!r}")
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise KdasError(f"{where}: expected {len(args)} values, got {list(value)!r}")
-            return tuple(
-                _convert(v, a, f"{where}[{i}]")
-                for i, (v, a) in enumerate(zip(value, args, strict=True))
-            )
-        item_type = args[0] if args else Any
-        items = [_convert(v, item_type, f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise KdasError(f"{where}: expected a table, got {value!r}")
-        return dict(value)
-    if annotation is bool:
-        if isinstance(value, bool):
-            return value
-        raise KdasError(f"{where}: expected true or false, got {value!r}")
-    if annotation is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise KdasError(f"{where}: expected a number, got {value!r}")
-    if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise KdasError(f"{where}: expected an integer, got {value!r}")
-    if annotation is str:
-        if isinstance(value, str):
-            return value
-        raise KdasError(f"{where}: expected a string, got {value!r}")
+        return _convert_sequence(value, origin, args, where)
+    if annotation in _SCALARS:
+        accepts, make, name = _SCALARS[annotation]
+        if not accepts(value):
+            raise KdasError(f"{where}: expected {name}, got {value!r}")
+        return make(value)
     return value
+
+
+def _overlay(default: Any, value: Any) -> Any:
+    """`value` (a table) laid over a dataclass instance's fields, recursively, so nested tables
+    that name some keys keep the others from `default`."""
+    if not isinstance(value, Mapping) or not dataclasses.is_dataclass(default):
+        return value
+    base = {g.name: getattr(default, g.name) for g in dataclasses.fields(default) if g.init}
+    return {**base, **{k: _overlay(base.get(k), v) for k, v in value.items()}}
 
 
 def _over_field_default(f: dataclasses.Field[Any], value: Any) -> Any:
     """A partial table lands on the field's own default, not on its type's bare defaults:
-    `[loss] t0 = 4` in a search config must keep the search's `kd = "dynamic"`."""
+    `[loss.kd] t0 = 4` in a search config must keep the search's `mode = "dynamic"`."""
     if not isinstance(value, Mapping) or f.default_factory is dataclasses.MISSING:
         return value
     default = f.default_factory()
-    if not dataclasses.is_dataclass(default) or isinstance(default, type):
+    if isinstance(default, type):
         return value
-    base = {g.name: getattr(default, g.name) for g in dataclasses.fields(default) if g.init}
-    return {**base, **value}
+    return _overlay(default, value)
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:

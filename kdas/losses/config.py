@@ -1,0 +1,20 @@
+"""The typed config of the objective L_obj = λ1·L_d + λ2·L_tri: the one home of its defaults.
+
+The training stages and the search hold a `LossConfig`; the loss functions themselves take
+every setting as an argument, so no default is restated below this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kdas.losses.distillation import KDSchedule
+
+
+@dataclass
+class LossConfig:
+    kd: KDSchedule = field(default_factory=KDSchedule)  # mode "none": labels only
+    lambda_kd: float = 1.0
+    lambda_triplet: float = 1.0
+    margin: float = 0.3  # batch-hard triplet margin
+    label_smoothing: float = 0.1  # ε of the label-smoothed CE inside L_d
