@@ -26,6 +26,7 @@ from bench_deploy import DARTS_V2, NUM_CLASSES, PART_AWARE  # noqa: E402
 
 from kdas.export.graph import op_counts  # noqa: E402
 from kdas.export.onnx_export import EmbeddingGraph, export_graph  # noqa: E402
+from kdas.models.spec import StudentArch  # noqa: E402
 from kdas.models.student import StudentNetwork  # noqa: E402
 from kdas.models.teacher import build_teacher  # noqa: E402
 from kdas.runtime.session import create_session  # noqa: E402
@@ -38,8 +39,8 @@ def main() -> None:
     torch.manual_seed(0)
     models = {
         "teacher (ResNet-50)": build_teacher(NUM_CLASSES, "resnet50"),
-        "student DARTS-V2 C=64": StudentNetwork(DARTS_V2, NUM_CLASSES, C=64),
-        "student part-aware C=64": StudentNetwork(PART_AWARE, NUM_CLASSES, C=64),
+        "student DARTS-V2 C=64": StudentNetwork(DARTS_V2, NUM_CLASSES, StudentArch(C=64)),
+        "student part-aware C=64": StudentNetwork(PART_AWARE, NUM_CLASSES, StudentArch(C=64)),
     }
     x = np.random.default_rng(0).standard_normal((2, 3, *SIZE), dtype=np.float32)
     results = []

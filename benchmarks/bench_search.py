@@ -41,6 +41,7 @@ def run_one(
     import torch
 
     from kdas.losses import KDSchedule, LossConfig, ReIDObjective
+    from kdas.models.spec import SupernetArch
     from kdas.models.supernet import Supernet
     from kdas.models.teacher import build_teacher
     from kdas.search.architect import Architect, Batch
@@ -49,7 +50,7 @@ def run_one(
 
     torch.manual_seed(0)
     classes, p, k = 751, 8, 2
-    net = Supernet(classes, C=channels)
+    net = Supernet(classes, SupernetArch(C=channels))
     objective = ReIDObjective(LossConfig(kd=KDSchedule("dynamic" if teacher else "none")), 200)
     kd = objective.state(0)
     mentor = build_teacher(classes, "resnet50").eval() if teacher else None

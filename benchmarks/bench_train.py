@@ -34,13 +34,14 @@ MODELS = ("resnet50", "resnet18", "student-c16", "student-c64")
 
 def _build(name: str, classes: int):
     from kdas.models.genotype import load_genotype
+    from kdas.models.spec import StudentArch
     from kdas.models.student import StudentNetwork
     from kdas.models.teacher import build_teacher
 
     if name.startswith("resnet"):
         return build_teacher(classes, name)
     channels = int(name.split("-c")[1])
-    return StudentNetwork(load_genotype(DARTS_V2), num_classes=classes, C=channels)
+    return StudentNetwork(load_genotype(DARTS_V2), classes, StudentArch(C=channels))
 
 
 def _median(values: list[float]) -> float:

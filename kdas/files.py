@@ -26,8 +26,11 @@ SYNTH_CONFIG_FILE = "synth_config.json"
 PARITY_FILE = "parity.json"
 BENCH_FILE = "bench.json"
 
-# A gallery index folder: kdas.runtime.index
+# A gallery index folder: kdas.runtime.index_persistence
 MANIFEST_FILE = "manifest.json"
+INDEX_FILE = "index.faiss"  # the FAISS index, vectors keyed by 64-bit gallery ids
+GALLERY_FILE = "gallery.sqlite"  # id, path, pid, camid, added
+INDEX_MODEL_FILE = "model.onnx"  # the embedding model, so the folder is all a service needs
 
 # The pipeline's run folder
 REPORT_FILE = "report.html"

@@ -1,7 +1,9 @@
-"""Shared fixtures: one tiny synthetic data set in the Market-1501 layout for the whole session."""
+"""Shared fixtures: one tiny synthetic data set in the Market-1501 layout for the whole session,
+the artifacts made from it, and a one-thread torch setting for the model tests."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -45,3 +47,15 @@ def genotype_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("genotype") / "genotype.json"
     save_genotype(path, EVERY_OP)
     return path
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """For modules of hundreds of tiny kernels (`pytestmark = pytest.mark.usefixtures(...)`):
+    thread hand-offs cost more than they save on a shared CPU."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -52,7 +52,7 @@ def save_student(out: Path, seed: int = 0) -> Path:
     from kdas.models.student import StudentNetwork
 
     torch.manual_seed(seed)
-    net = StudentNetwork(EVERY_OP, num_classes=5, C=4)
+    net = StudentNetwork(EVERY_OP, num_classes=5, arch=StudentArch(C=4))
     adapt_batchnorm(net, torch.randn(8, 3, *STUDENT_SIZE) * 1.5 + 0.2, chunk=32)
     spec = ModelSpec(
         kind="student",

@@ -8,15 +8,9 @@ from torch import nn
 
 from kdas.models.facts import count_flops, count_parameters
 from kdas.models.head import ReIDModel
+from kdas.models.spec import SupernetArch
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of tiny kernels: thread hand-offs cost more than they save on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _plain_net() -> nn.Module:
@@ -59,12 +53,13 @@ def test_parameter_counts_split_backbone_and_head() -> None:
 def test_supernet_alpha_counted_outside_backbone_and_head() -> None:
     from kdas.models.supernet import Supernet
 
-    net = Supernet(num_classes=3, C=2, layers=3, reduction_positions=(1,))
+    arch = SupernetArch(C=2, layers=3, reduction_positions=(1,))
+    net = Supernet(3, arch)
     counts = count_parameters(net)
     assert counts["other"] == 2 * 14 * 7
     assert counts["total"] == counts["backbone"] + counts["head"] + counts["other"]
     # In eval mode the head stops at the BNNeck: the classifier is not counted.
     flops_3 = count_flops(net, input_size=(64, 32))
     torch.manual_seed(0)
-    wide_head = Supernet(num_classes=300, C=2, layers=3, reduction_positions=(1,))
+    wide_head = Supernet(300, arch)
     assert count_flops(wide_head, input_size=(64, 32)) == flops_3

@@ -9,14 +9,8 @@ import torch
 from torch import nn
 
 from kdas.errors import KdasError
-from kdas.models.ops import (
-    OPS,
-    PRIMITIVES,
-    FactorizedReduce,
-    build_op,
-    check_primitives,
-    is_pooling,
-)
+from kdas.models.blocks import FactorizedReduce
+from kdas.models.ops import OPS, PRIMITIVES, build_op, check_primitives, is_pooling
 
 SEVEN = (
     "none",

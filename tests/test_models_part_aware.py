@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import onnx_and_torch_outputs
 
 from kdas.errors import KdasError
 from kdas.models.part_aware import PartAware, stripe_of_rows
@@ -90,25 +91,11 @@ def test_gradients_reach_every_weight() -> None:
 
 @pytest.mark.parametrize("dynamo", [False, True])
 def test_onnx_export_dynamic_batch_matches_pytorch(tmp_path: Path, dynamo: bool) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
     m = PartAware(6, 8, stride=2).eval()
     _randomize_bn(m)
-    path = tmp_path / "part_aware.onnx"
     x = torch.randn(2, 6, 9, 5)
-    if dynamo:
-        kwargs = {"dynamic_shapes": {"x": {0: torch.export.Dim("batch")}}, "external_data": False}
-    else:
-        kwargs = {"dynamic_axes": {"x": {0: "batch"}, "y": {0: "batch"}}}
-    torch.onnx.export(
-        m, (x,), str(path), input_names=["x"], output_names=["y"], opset_version=18,
-        dynamo=dynamo, **kwargs,
-    )  # fmt: skip
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        xb = torch.randn(batch, 6, 9, 5)
-        with torch.no_grad():
-            ref = m(xb).numpy()
-        out = session.run(None, {"x": xb.numpy()})[0]
+    for out, ref in onnx_and_torch_outputs(m, tmp_path / "part_aware.onnx", x, dynamo=dynamo):
         assert out.shape == ref.shape
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)

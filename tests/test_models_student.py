@@ -10,19 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from genotypes import EVERY_OP
+from model_checks import check_head_contract, onnx_and_torch_outputs
 
 from kdas.errors import KdasError
 from kdas.models.genotype import Genotype, save_genotype
+from kdas.models.spec import StudentArch
 from kdas.models.student import StudentNetwork
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of tiny kernels: thread hand-offs cost more than they save on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _op_params(op: str, C: int, stride: int) -> int:
@@ -59,35 +54,31 @@ def _expected_parameters(genotype: Genotype, C: int, num_classes: int, reduction
 
 def test_parameter_count_matches_an_independent_count() -> None:
     for C in (4, 6, 7):
-        net = StudentNetwork(EVERY_OP, num_classes=5, C=C)
+        net = StudentNetwork(EVERY_OP, num_classes=5, arch=StudentArch(C=C))
         assert sum(p.numel() for p in net.parameters()) == _expected_parameters(EVERY_OP, C, 5)
 
 
 def test_forward_contract_at_even_and_odd_sizes() -> None:
     torch.manual_seed(0)
-    net = StudentNetwork(EVERY_OP, num_classes=5, C=4)
+    net = StudentNetwork(EVERY_OP, num_classes=5, arch=StudentArch(C=4))
     # Last cell: normal, concat of 4 nodes at 8C = 32 channels -> 128.
     assert net.embedding_dim == 128
     for size in [(128, 64), (150, 70)]:  # 150x70: 38x18 -> 19x9 -> 10x5 -> 5x3
         x = torch.randn(2, 3, *size)
-        net.train()
-        logits, f = net(x)
-        assert logits.shape == (2, 5) and f.shape == (2, 128)
-        net.eval()
+        check_head_contract(net, x, num_classes=5, dim=128)
         with torch.no_grad():
-            assert net(x).shape == (2, 128)
             fmap = net.forward_features(x)
         assert fmap.shape[2:] == tuple(math.ceil(s / 32) for s in size)
 
 
 def test_teacher_width_at_c64() -> None:
-    net = StudentNetwork(EVERY_OP, num_classes=3, C=64)
+    net = StudentNetwork(EVERY_OP, num_classes=3, arch=StudentArch(C=64))
     assert net.embedding_dim == 4 * 8 * 64 == 2048
 
 
 def test_training_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
-    net = StudentNetwork(EVERY_OP, num_classes=4, C=4, drop_path_prob=0.0).train()
+    net = StudentNetwork(EVERY_OP, 4, StudentArch(C=4, drop_path_prob=0.0)).train()
     x = torch.randn(8, 3, 128, 64)
     y = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
     optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
@@ -107,7 +98,7 @@ def test_training_steps_reduce_the_loss() -> None:
 
 def test_drop_path_only_in_training() -> None:
     torch.manual_seed(0)
-    net = StudentNetwork(EVERY_OP, num_classes=4, C=4)
+    net = StudentNetwork(EVERY_OP, num_classes=4, arch=StudentArch(C=4))
     x = torch.randn(4, 3, 128, 64)
     net.eval()
     with torch.no_grad():
@@ -131,37 +122,29 @@ def test_drop_path_only_in_training() -> None:
 
 def test_genotype_sources_and_errors(tmp_path: Path) -> None:
     path = save_genotype(tmp_path / "genotype.json", EVERY_OP)
-    from_file = StudentNetwork(path, num_classes=3, C=4)
+    from_file = StudentNetwork(path, num_classes=3, arch=StudentArch(C=4))
     assert from_file.genotype == EVERY_OP
     rebuilt = StudentNetwork(**from_file.config())
     assert rebuilt.genotype == EVERY_OP and rebuilt.embedding_dim == from_file.embedding_dim
     with pytest.raises(KdasError, match=r"8 pairs \(4 nodes\), expected 10"):
         StudentNetwork(path, num_classes=3, steps=5)
     with pytest.raises(KdasError, match="reduction position 8 is outside"):
-        StudentNetwork(EVERY_OP, num_classes=3, C=4, reduction_positions=(2, 8))
+        StudentNetwork(EVERY_OP, 3, StudentArch(C=4, reduction_positions=(2, 8)))
 
 
 def test_onnx_export_matches_pytorch(tmp_path: Path) -> None:
-    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     torch.manual_seed(0)
-    net = StudentNetwork(EVERY_OP, num_classes=5, C=4, drop_path_prob=0.2)
+    net = StudentNetwork(EVERY_OP, 5, StudentArch(C=4, drop_path_prob=0.2))
     net.train()
     with torch.no_grad():
         for _ in range(3):  # give the BN layers non-trivial running statistics
             net(torch.randn(4, 3, 128, 64) * 2 + 0.5)
     net.eval()
-    path = tmp_path / "student.onnx"
-    torch.onnx.export(
-        net, (torch.randn(1, 3, 128, 64),), str(path), input_names=["images"],
-        output_names=["embedding"], opset_version=18, dynamo=False,
-        dynamic_axes={"images": {0: "batch"}, "embedding": {0: "batch"}},
-    )  # fmt: skip
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for batch in (1, 3):
-        x = torch.randn(batch, 3, 128, 64)
-        with torch.no_grad():
-            ref = net(x).numpy()
-        out = session.run(None, {"images": x.numpy()})[0]
+    sample = torch.randn(1, 3, 128, 64)
+    names = ("images", "embedding")
+    outputs = onnx_and_torch_outputs(net, tmp_path / "student.onnx", sample, names)
+    for batch, (out, ref) in zip((1, 3), outputs, strict=True):
         assert out.shape == (batch, 128)
         assert np.abs(ref).max() > 1e-2  # a real signal, not a vanishing one
         np.testing.assert_allclose(out, ref, atol=1e-4, rtol=0)

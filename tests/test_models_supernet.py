@@ -3,35 +3,32 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+from model_checks import check_head_contract
 from torch.func import functional_call
 
 from kdas.errors import KdasError
 from kdas.models.cells import MixedOp, SearchCell
 from kdas.models.genotype import load_genotype
 from kdas.models.ops import PRIMITIVES
+from kdas.models.spec import SupernetArch
+from kdas.models.supernet import Supernet
+from kdas.search.config import SupernetConfig
 
-TINY = {"C": 4, "layers": 5, "reduction_positions": (1, 3)}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Hundreds of tiny kernels: thread hand-offs cost more than they save on a shared CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+TINY = SupernetArch(C=4, layers=5, reduction_positions=(1, 3))
 
 
-def _supernet(**kwargs: object):
-    from kdas.models.supernet import Supernet
+pytestmark = pytest.mark.usefixtures("one_thread")
 
+
+def _supernet(primitives: tuple[str, ...] = PRIMITIVES, **arch: object) -> Supernet:
     torch.manual_seed(0)
-    return Supernet(**{"num_classes": 6, **TINY, **kwargs})
+    return Supernet(6, dataclasses.replace(TINY, **arch), primitives)
 
 
 @pytest.mark.parametrize("stride", [1, 2])
@@ -76,21 +73,14 @@ def test_forward_head_contract(size: tuple[int, int]) -> None:
     # C=4: stem 12; cells 16, 32 (reduce), 32, 64 (reduce), 64 channels out.
     assert net.embedding_dim == 64 and net.num_classes == 6
     x = torch.randn(3, 3, *size)
-    net.train()
-    logits, f = net(x)
-    assert logits.shape == (3, 6) and f.shape == (3, 64)
-    net.eval()
-    with torch.no_grad():
-        emb = net(x)
-    assert emb.shape == (3, 64) and torch.isfinite(emb).all()
+    emb = check_head_contract(net, x, num_classes=6, dim=64)
+    assert torch.isfinite(emb).all()
     fmap = net.forward_features(x)
     assert fmap.shape[2:] == tuple(math.ceil(s / 16) for s in size)
 
 
 def test_default_macro_at_128x64() -> None:
-    from kdas.models.supernet import Supernet
-
-    net = Supernet(num_classes=5, C=2)
+    net = Supernet(5, SupernetArch(C=2))
     assert len(net.backbone.cells) == 8
     assert [c.reduction for c in net.backbone.cells] == [False, False, True] + [False, True] * 2 + [
         False
@@ -180,3 +170,14 @@ def test_primitive_subset_and_bad_configs() -> None:
         _supernet(primitives=("none", "conv_7x7"))
     with pytest.raises(KdasError, match="part_aware needs a feature map at least 4 rows"):
         _supernet().eval()(torch.randn(1, 3, 32, 16))
+
+
+def test_config_rebuilds_the_structure() -> None:
+    net = _supernet(primitives=("none", "skip_connect", "sep_conv_3x3"))
+    rebuilt = Supernet(**net.config())
+    assert rebuilt.arch == net.arch and rebuilt.primitives == net.primitives
+    shapes = {k: v.shape for k, v in net.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == shapes
+    # A search's config is an arch too; its primitives travel separately.
+    searched = Supernet(6, SupernetConfig(C=4, layers=5, reduction_positions=(1, 3)))
+    assert searched.arch == TINY and type(searched.arch) is SupernetArch

@@ -13,8 +13,9 @@ import pytest
 from PIL import Image
 
 from kdas.errors import BackendUnavailable, KdasError
+from kdas.images import read_image
 from kdas.runtime.embedder import Embedder
-from kdas.runtime.preprocess import load_image, preprocess_batch, preprocess_image
+from kdas.runtime.preprocess import preprocess_batch, preprocess_image
 from kdas.runtime.session import create_session, read_model_info, resolve_providers
 from kdas.runtime.tensorrt_engine import read_engine_info
 
@@ -59,7 +60,7 @@ def test_preprocess_matches_torch_eval_transform(tiny_market: Path, tiny_model, 
     images = [Image.open(p) for p in market_images(tiny_market)] + odd_images()
     for image in images:
         expected = transform(image).numpy()
-        got = preprocess_image(load_image(image), info)
+        got = preprocess_image(read_image(image), info)
         assert got.dtype == np.float32 and got.shape == (3, *size)
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
@@ -84,11 +85,11 @@ def test_bad_images_name_the_input(tmp_path: Path, tiny_market: Path) -> None:
         (tmp_path / "missing.png", "missing.png"),
     ]:
         with pytest.raises(KdasError, match=needle):
-            load_image(source)
+            read_image(source)
     with pytest.raises(KdasError, match="not a readable image"):
-        load_image(b"\x89PNG garbage", name="upload 'x.png'")
+        read_image(b"\x89PNG garbage", name="upload 'x.png'")
     with pytest.raises(KdasError, match="empty"):
-        load_image(b"")
+        read_image(b"")
 
 
 # --- sessions ------------------------------------------------------------------------------------
@@ -198,6 +199,6 @@ def test_preprocess_from_bytes_roundtrip(tiny_model) -> None:
     image = Image.fromarray(np.full((64, 32, 3), 128, np.uint8))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
-    got = preprocess_image(load_image(buffer.getvalue()), info)
+    got = preprocess_image(read_image(buffer.getvalue()), info)
     expected = (128 / 255 - np.array(info.mean)) / np.array(info.std)
     np.testing.assert_allclose(got[:, 0, 0], expected, atol=1e-6)

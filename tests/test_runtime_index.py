@@ -362,7 +362,8 @@ def test_failed_save_keeps_the_previous_index(
     def fail(*args, **kwargs):
         raise OSError("disk full (simulated)")
 
-    monkeypatch.setattr("kdas.runtime.index.write_sqlite", fail)  # after index.faiss is written
+    # fails after index.faiss is written
+    monkeypatch.setattr("kdas.runtime.index_persistence.write_sqlite", fail)
     with pytest.raises(OSError, match="simulated"):
         index.save()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
@@ -379,7 +380,7 @@ def test_killed_process_mid_save_keeps_the_previous_index(tmp_path: Path, data) 
         f"""
         import os
         import numpy as np
-        import kdas.runtime.index as index_module
+        import kdas.runtime.index_persistence as index_module
         from kdas.runtime.index import GalleryIndex
 
         def die(*args, **kwargs):

@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call
 
 from kdas.losses import KDSchedule, LossConfig, ReIDObjective
+from kdas.models.spec import SupernetArch
 from kdas.models.supernet import Supernet
 from kdas.search.architect import Architect, Batch
 from kdas.search.config import SearchOptimConfig
@@ -16,7 +17,7 @@ from kdas.search.loop import weight_step
 def _tiny_supernet(dtype: torch.dtype = torch.float32) -> Supernet:
     torch.manual_seed(0)
     # two cells (normal, reduction) of two nodes: every α is used, and it runs in milliseconds
-    net = Supernet(C=4, num_classes=3, layers=2, reduction_positions=(1,), steps=2, multiplier=2)
+    net = Supernet(3, SupernetArch(C=4, layers=2, reduction_positions=(1,), steps=2, multiplier=2))
     with torch.no_grad():
         for alpha in net.arch_parameters():
             alpha.normal_(std=0.5)  # away from uniform, so the gradient is not symmetric

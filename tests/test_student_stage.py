@@ -25,7 +25,7 @@ from kdas.search.config import SearchConfig, SupernetConfig
 
 def test_student_artifact_round_trip(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    net = StudentNetwork(EVERY_OP, num_classes=5, C=4, layers=3, reduction_positions=(1,))
+    net = StudentNetwork(EVERY_OP, num_classes=5, arch=TINY_ARCH)
     net.train()
     net(torch.randn(4, 3, 32, 16))  # non-trivial BN statistics
     net.eval()

@@ -11,9 +11,12 @@ from kdas.cli import common
 
 app = typer.Typer(no_args_is_help=True)
 
-TypeOption = typer.Option("flat", "--type", help="Index type: flat (exact), ivf or hnsw.")
-StorageOption = typer.Option("flat", "--storage", help="ivf/hnsw vectors: flat, sq8 or fp16.")
+# Options left unset stay None: the library's own defaults (kdas.runtime.faiss_backend's
+# IndexParams and DEFAULT_* constants, kdas.runtime.pipeline) are the only ones.
+TypeOption = typer.Option(None, "--type", help="Index type: flat (exact), ivf or hnsw.")
+StorageOption = typer.Option(None, "--storage", help="ivf/hnsw vectors: flat, sq8 or fp16.")
 LayoutOption = typer.Option(None, "--layout", "--data-layout", help=common.LAYOUT_HELP)
+BatchOption = typer.Option(None, "--batch-size", help="Images per inference call.")
 
 
 def _progress(description: str) -> Any:
@@ -58,17 +61,9 @@ def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any])
     return folder.folder_records(gallery)
 
 
-def _params(
-    storage: str, nlist: int | None, nprobe: int, m: int, ef_search: int, ef_construction: int
-) -> dict[str, Any]:
-    return {
-        "storage": storage,
-        "nlist": nlist,
-        "nprobe": nprobe,
-        "m": m,
-        "ef_search": ef_search,
-        "ef_construction": ef_construction,
-    }
+def _given(**options: Any) -> dict[str, Any]:
+    """The options the user set; the library fills in its defaults for the others."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 @app.command("build")
@@ -78,16 +73,18 @@ def build_command(
         ..., help="A folder of Market-named images, or a data set root with --layout."
     ),
     out: Path = typer.Option(..., "--out", help="The index folder to write."),
-    index_type: str = TypeOption,
-    layout: str = LayoutOption,
-    storage: str = StorageOption,
-    nlist: int = typer.Option(None, "--nlist", help="ivf cells (default ~4*sqrt(N))."),
-    nprobe: int = typer.Option(16, "--nprobe", help="ivf cells searched per query."),
-    m: int = typer.Option(32, "--m", help="hnsw links per node."),
-    ef_search: int = typer.Option(128, "--ef-search", help="hnsw search breadth."),
-    ef_construction: int = typer.Option(80, "--ef-construction", help="hnsw build breadth."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu (faiss-gpu)."),
+    index_type: str | None = TypeOption,
+    layout: str | None = LayoutOption,
+    storage: str | None = StorageOption,
+    nlist: int | None = typer.Option(None, "--nlist", help="ivf cells (default ~4*sqrt(N))."),
+    nprobe: int | None = typer.Option(None, "--nprobe", help="ivf cells searched per query."),
+    m: int | None = typer.Option(None, "--m", help="hnsw links per node."),
+    ef_search: int | None = typer.Option(None, "--ef-search", help="hnsw search breadth."),
+    ef_construction: int | None = typer.Option(
+        None, "--ef-construction", help="hnsw build breadth."
+    ),
+    batch_size: int | None = BatchOption,
+    device: str | None = typer.Option(None, "--device", help="auto, cpu or gpu (faiss-gpu)."),
     variant: str = common.VariantOption,
     merge_val: bool = common.MergeValOption,
     distractors: bool = common.DistractorsOption,
@@ -98,15 +95,18 @@ def build_command(
     records = _gallery_records(
         gallery, layout, common.layout_options(variant, merge_val, distractors) or {}
     )
+    params = _given(
+        storage=storage, nlist=nlist, nprobe=nprobe, m=m, ef_search=ef_search,
+        ef_construction=ef_construction,
+    )  # fmt: skip
+    options = _given(index_type=index_type, batch_size=batch_size, device=device)
     index = _embed_with_progress(
         "embedding gallery",
         len(records),
         lambda progress: build_index(
-            model, records, out, index_type,
-            _params(storage, nlist, nprobe, m, ef_search, ef_construction),
-            batch_size=batch_size, device=device, progress=progress,
+            model, records, out, params=params, progress=progress, **options
         ),
-    )  # fmt: skip
+    )
     typer.echo(f"indexed {len(index)} images ({index.index_type}, {index.dim}-d) -> {out}")
 
 
@@ -116,7 +116,7 @@ def add_command(
     images: list[Path] = typer.Argument(..., help="Images to add (Market-style names)."),
     pid: int = typer.Option(None, "--pid", help="Identity of all images (else from the name)."),
     camid: int = typer.Option(None, "--camid", help="0-based camera (else from the name)."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batch_size: int | None = BatchOption,
 ) -> None:
     """Add images to an index (saved atomically)."""
     from kdas.data.layouts.folder import image_records
@@ -126,7 +126,9 @@ def add_command(
     ids = _embed_with_progress(
         "embedding images",
         len(records),
-        lambda progress: add_to_index(index, records, batch_size=batch_size, progress=progress),
+        lambda progress: add_to_index(
+            index, records, progress=progress, **_given(batch_size=batch_size)
+        ),
     )
     typer.echo(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}) to {index}")
 
@@ -159,7 +161,7 @@ def compact_command(index: Path = typer.Argument(..., help="An index folder.")) 
 def query_command(
     index: Path = typer.Argument(..., help="An index folder."),
     images: list[Path] = typer.Argument(..., help="Query images."),
-    k: int = typer.Option(10, "--k", help="Hits per query."),
+    k: int | None = typer.Option(None, "--k", help="Hits per query."),
     exclude_same_camera: bool = typer.Option(
         False, "--exclude-same-camera", help="Skip gallery images from the query's camera."
     ),
@@ -182,8 +184,8 @@ def query_command(
 
         raise KdasError("--exclude-same-camera needs --camid or Market-style query names")
     results = query_index(
-        index, images, k, query_camids=cams if exclude_same_camera else None,
-        exclude_same_camera=exclude_same_camera, rerank=rerank,
+        index, images, query_camids=cams if exclude_same_camera else None,
+        exclude_same_camera=exclude_same_camera, rerank=rerank, **_given(k=k),
     )  # fmt: skip
     table = Table("query", "rank", "score", "id", "pid", "cam", "path")
     for result in results:
@@ -203,10 +205,10 @@ def query_command(
 def eval_command(
     index: Path = typer.Argument(..., help="An index folder."),
     data: str = typer.Option(..., "--data", help=common.DATA_HELP),
-    layout: str = typer.Option("market1501", "--layout", "--data-layout", help=common.LAYOUT_HELP),
+    layout: str | None = LayoutOption,
     out: Path = typer.Option(None, "--out", help="Write the metrics as JSON here."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    depth: int = typer.Option(100, "--depth", help="Hits taken from an approximate index."),
+    batch_size: int | None = BatchOption,
+    depth: int | None = typer.Option(None, "--depth", help="Hits taken from an approximate index."),
     variant: str = common.VariantOption,
     merge_val: bool = common.MergeValOption,
     distractors: bool = common.DistractorsOption,
@@ -219,8 +221,8 @@ def eval_command(
         "embedding queries",
         None,
         lambda progress: evaluate_index_on_dataset(
-            index, data, layout, options, batch_size=batch_size, depth=depth, out=out,
-            progress=progress,
+            index, data, options=options, out=out, progress=progress,
+            **_given(layout=layout, batch_size=batch_size, depth=depth),
         ),
     )  # fmt: skip
     metrics = result["metrics"]

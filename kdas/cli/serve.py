@@ -9,21 +9,29 @@ import typer
 
 def serve_command(
     index: Path = typer.Argument(..., help="An index folder (kdas index build)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8000, "--port"),
-    max_upload_mb: float = typer.Option(10.0, "--max-upload-mb", help="Largest image accepted."),
-    max_batch: int = typer.Option(16, "--max-batch", help="Most images in one request."),
-    max_k: int = typer.Option(100, "--max-k", help="Largest k a search may ask for."),
+    host: str | None = typer.Option(None, "--host", help="Address to listen on."),
+    port: int | None = typer.Option(None, "--port"),
+    max_upload_mb: float | None = typer.Option(
+        None, "--max-upload-mb", help="Largest image accepted."
+    ),
+    max_batch: int | None = typer.Option(None, "--max-batch", help="Most images in one request."),
+    max_k: int | None = typer.Option(None, "--max-k", help="Largest k a search may ask for."),
     model: Path = typer.Option(
         None,
         "--model",
         help="Serve with this model (e.g. a TensorRT engine of the same weights) "
         "instead of the index's model.onnx.",
     ),
-    log_level: str = typer.Option("info", "--log-level"),
+    log_level: str | None = typer.Option(None, "--log-level"),
 ) -> None:
     """Serve search (and, with KDAS_API_TOKEN set, gallery changes) over HTTP; page at /."""
     from kdas.runtime.service import ServiceConfig, serve
 
-    config = ServiceConfig(max_upload_mb=max_upload_mb, max_batch=max_batch, max_k=max_k)
-    serve(index, host=host, port=port, config=config, model_path=model, log_level=log_level)
+    # options left out take ServiceConfig's defaults, the only ones
+
+    given = {
+        "host": host, "port": port, "max_upload_mb": max_upload_mb, "max_batch": max_batch,
+        "max_k": max_k, "log_level": log_level,
+    }  # fmt: skip
+    config = ServiceConfig(**{name: value for name, value in given.items() if value is not None})
+    serve(index, config=config, model_path=model)

@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from kdas.data.records import ImageRecord
 from kdas.errors import KdasError
+from kdas.images import read_image
 
-
-def read_image(path: str | Path) -> Image.Image:
-    """Decode an image fully into RGB; a missing, corrupt or truncated file raises KdasError.
-
-    `load()` forces the whole decode here, so a truncated JPEG fails now, naming its file,
-    instead of later inside a DataLoader worker.
-    """
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise KdasError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise KdasError(f"cannot read image {path}: {exc} (corrupt or truncated file?)") from None
+__all__ = ["ReIDImageDataset", "read_image"]  # read_image: kdas.images, re-exported
 
 
 class ReIDImageDataset(Dataset):

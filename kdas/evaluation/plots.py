@@ -1,7 +1,8 @@
 """Pictures of an evaluation: rank lists (what the model retrieves) and CMC curves.
 
-Figures are drawn on `matplotlib.figure.Figure` (rendered by the Agg canvas) rather than through
-pyplot, so no global backend or figure registry is touched by a library call.
+Rank lists are drawn by kdas.evaluation.rank_picture (PIL, shared with the runtime). Figures are
+drawn on `matplotlib.figure.Figure` (rendered by the Agg canvas) rather than through pyplot, so
+no global backend or figure registry is touched by a library call.
 """
 
 from __future__ import annotations
@@ -15,26 +16,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from PIL import Image, ImageOps
 
 from kdas.constants import DISTRACTOR_PID, JUNK_PID
 from kdas.data.records import ImageRecord
 from kdas.errors import KdasError
 from kdas.evaluation._arrays import as_float_matrix
+from kdas.evaluation.rank_picture import MATCH, QUERY, WRONG, Tile, draw_rank_rows
 from kdas.utils.atomic import atomic_output_path
-
-MATCH = (46, 160, 67)  # green
-WRONG = (211, 47, 47)  # red
-QUERY = (40, 40, 40)
-CELL = (128, 64)  # (height, width) every thumbnail is resized to
-BORDER = 5
-
-
-def _thumbnail(path: str, color: tuple[int, int, int]) -> np.ndarray:
-    from kdas.data.dataset import read_image
-
-    image = read_image(path).resize((CELL[1], CELL[0]), Image.Resampling.BILINEAR)
-    return np.asarray(ImageOps.expand(image, border=BORDER, fill=color))
 
 
 def _save(fig: Figure, out_png: str | os.PathLike[str], dpi: int) -> Path:
@@ -94,32 +82,18 @@ def plot_rank_list(
     chosen = sorted(rng.choice(pool, size=min(num_queries, len(pool)), replace=False).tolist())
     g_pids = np.array([r.pid for r in gallery_records])
     g_cams = np.array([r.camid for r in gallery_records])
-    ranked = {
-        qi: ranked_gallery(dist[qi], query_records[qi].pid, query_records[qi].camid, g_pids, g_cams)
-        for qi in chosen
-    }
-
-    height = 2.2 * len(chosen) + 0.4  # the extra 0.4 inch holds the title
-    fig = Figure(figsize=(1.1 * (topk + 1), height))
-    axes = fig.subplots(len(chosen), topk + 1, squeeze=False)
-    for row, qi in enumerate(chosen):
+    rows = []
+    for qi in chosen:
         query = query_records[qi]
-        axes[row, 0].imshow(_thumbnail(query.path, QUERY))
-        axes[row, 0].set_title(f"query\npid {query.pid} cam {query.camid + 1}", fontsize=7)
-        for col in range(1, topk + 1):
-            ax = axes[row, col]
-            ax.axis("off")
-            if col - 1 >= len(ranked[qi]):
-                continue
-            gi = int(ranked[qi][col - 1])
+        ranked = ranked_gallery(dist[qi], query.pid, query.camid, g_pids, g_cams)[:topk]
+        row = [Tile(query.path, f"query\npid {query.pid} cam {query.camid + 1}", QUERY)]
+        for rank, gi in enumerate(ranked.tolist(), start=1):
             item = gallery_records[gi]
             color = MATCH if _is_match(query, item) else WRONG
-            ax.imshow(_thumbnail(item.path, color))
-            ax.set_title(f"#{col}  {dist[qi, gi]:.3f}\npid {item.pid}", fontsize=7)
-        axes[row, 0].axis("off")
-    fig.suptitle("Rank lists (green: same identity, red: wrong)", fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / height))
-    return _save(fig, out_png, dpi=100)
+            row.append(Tile(item.path, f"#{rank}  {dist[qi, gi]:.3f}\npid {item.pid}", color))
+        rows.append(row)
+    title = "Rank lists (green: same identity, red: wrong)"
+    return draw_rank_rows(rows, topk + 1, title, out_png)
 
 
 def plot_cmc(

@@ -5,8 +5,7 @@ Names load on first use, so `import kdas.export` stays as light as `import kdas`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kdas.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "export_onnx": "kdas.export.onnx_export",
@@ -20,9 +19,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kdas.export' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -22,19 +22,9 @@ def build_model(spec: ModelSpec, load_imagenet: bool = True) -> ReIDModel:
             imagenet_weights=arch.imagenet_weights if load_imagenet else None,
         )
     if spec.kind == "student":
-        from kdas.models.genotype import load_genotype
         from kdas.models.student import StudentNetwork
 
         if spec.student is None or spec.genotype is None:
             raise KdasError("student spec needs its `student` architecture and its `genotype`")
-        arch = spec.student
-        return StudentNetwork(
-            load_genotype(spec.genotype),
-            C=arch.C,
-            num_classes=spec.num_classes,
-            layers=arch.layers,
-            reduction_positions=tuple(arch.reduction_positions),
-            stem_multiplier=arch.stem_multiplier,
-            drop_path_prob=arch.drop_path_prob,
-        )
+        return StudentNetwork(spec.genotype, spec.num_classes, spec.student)
     raise KdasError(f"unknown model kind {spec.kind!r} (teacher or student)")

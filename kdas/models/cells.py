@@ -15,8 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from kdas.models.blocks import FactorizedReduce, ReLUConvBN
 from kdas.models.genotype import edge_list
-from kdas.models.ops import SKIP, FactorizedReduce, ReLUConvBN, build_op, is_pooling
+from kdas.models.ops import SKIP, build_op, is_pooling
 
 
 class MixedOp(nn.Module):
@@ -73,8 +74,8 @@ class CellBase(nn.Module, abc.ABC):
         if reduction_prev:
             self.preprocess0: nn.Module = FactorizedReduce(C_prev_prev, C, affine=affine)
         else:
-            self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0, affine=affine)
-        self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0, affine=affine)
+            self.preprocess0 = ReLUConvBN(C_prev_prev, C, affine=affine)
+        self.preprocess1 = ReLUConvBN(C_prev, C, affine=affine)
 
     def edge_stride(self, input_index: int) -> int:
         return 2 if self.reduction and input_index < 2 else 1

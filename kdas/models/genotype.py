@@ -2,16 +2,14 @@
 
 A genotype lists, for each of the two cell types, two `(op, input)` pairs per intermediate node
 (pair k feeds node k // 2; input 0 and 1 are the cell's two inputs, input j >= 2 is node j - 2)
-and the states whose concatenation is the cell's output. `derive_genotype` turns α into one;
+and the states whose concatenation is the cell's output. `kdas.models.derive` turns α into one;
 `save_genotype` / `load_genotype` move it through JSON, validated against the op registry so a
-wrong entry is named instead of failing deep inside the network builder.
-
-This module needs no torch: α may be tensors, arrays or nested lists.
+wrong entry is named instead of failing deep inside the network builder. `load_genotype` also
+reads DARTS' `Genotype(...)` text (`kdas.models.darts_text`).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import json
 import os
@@ -22,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from kdas.errors import KdasError
-from kdas.models.ops import NONE, OPS, PRIMITIVES, SKIP, known_ops
+from kdas.models.darts_text import parse_darts_genotype
+from kdas.models.ops import OPS, PRIMITIVES, SKIP, known_ops
 from kdas.utils.atomic import atomic_write_json
 
 GENOTYPE_FORMAT = "kdas-genotype"
 GENOTYPE_VERSION = 1
-CELL_FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +49,9 @@ class Genotype:
         return len(self.normal) // 2
 
 
+CELL_FIELDS = tuple(f.name for f in dataclasses.fields(Genotype))
+
+
 def num_edges(steps: int) -> int:
     """Edges of a search cell: node i has one from each of the 2 + i earlier states."""
     return sum(2 + i for i in range(steps))
@@ -66,120 +67,6 @@ def count_skips(genotype: Genotype, cell: str = "normal") -> int:
     if cell not in ("normal", "reduce"):
         raise ValueError(f"cell must be 'normal' or 'reduce', got {cell!r}")
     return sum(op == SKIP for op, _ in getattr(genotype, cell))
-
-
-# ---------------------------------------------------------------- derivation
-
-
-def _softmax_rows(alpha: Any, rows: int, columns: int, name: str) -> np.ndarray:
-    if hasattr(alpha, "detach"):  # a torch tensor, without importing torch here
-        alpha = alpha.detach().cpu().double().numpy()
-    logits = np.asarray(alpha, dtype=np.float64)
-    if logits.shape != (rows, columns):
-        raise KdasError(
-            f"{name}: expected shape ({rows}, {columns}) (edges x primitives), got {logits.shape}"
-        )
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
-
-
-def _best_op(row: np.ndarray, primitives: Sequence[str], exclude: set[str]) -> tuple[int, float]:
-    """Column and weight of the strongest op not in `exclude`; ties go to the earlier primitive."""
-    allowed = [k for k, name in enumerate(primitives) if name not in exclude]
-    if not allowed:
-        raise KdasError(
-            f"no op to choose outside {sorted(exclude)} in primitives {list(primitives)}"
-        )
-    best = max(allowed, key=lambda k: (row[k], -k))
-    return best, float(row[best])
-
-
-def _derive_cell(
-    weights: np.ndarray, primitives: Sequence[str], steps: int
-) -> tuple[list[tuple[str, int]], list[int]]:
-    """Pairs of one cell and, for each pair, the α row (edge) it came from."""
-    pairs: list[tuple[str, int]] = []
-    rows: list[int] = []
-    start = 0
-    for node in range(steps):
-        inputs = range(2 + node)
-        strength = {j: _best_op(weights[start + j], primitives, {NONE})[1] for j in inputs}
-        # Two strongest inputs; a tie goes to the lower input index. Stored by input index.
-        chosen = sorted(sorted(inputs, key=lambda j: (-strength[j], j))[:2])
-        for j in chosen:
-            column, _ = _best_op(weights[start + j], primitives, {NONE})
-            pairs.append((primitives[column], j))
-            rows.append(start + j)
-        start += 2 + node
-    return pairs, rows
-
-
-def _cap_skips(
-    pairs: list[tuple[str, int]],
-    rows: list[int],
-    weights: np.ndarray,
-    primitives: Sequence[str],
-    max_skips: int,
-) -> list[tuple[str, int]]:
-    """Replace the weakest skips until at most `max_skips` remain.
-
-    The rule: rank the pairs whose op is `skip_connect` by their skip weight (softmax), weakest
-    first, ties by position in the cell (earlier first); each of the surplus weakest keeps its
-    input and takes its edge's strongest op other than `none` and `skip_connect`. Which inputs
-    each node uses is not re-decided, so the topology stays the one α chose.
-    """
-    if SKIP not in primitives:
-        return pairs
-    skip_column = list(primitives).index(SKIP)
-    skip_positions = [pos for pos, (op, _) in enumerate(pairs) if op == SKIP]
-    surplus = len(skip_positions) - max_skips
-    if surplus <= 0:
-        return pairs
-    weakest = sorted(skip_positions, key=lambda pos: (weights[rows[pos], skip_column], pos))
-    capped = list(pairs)
-    for pos in weakest[:surplus]:
-        column, _ = _best_op(weights[rows[pos]], primitives, {NONE, SKIP})
-        capped[pos] = (primitives[column], pairs[pos][1])
-    return capped
-
-
-def derive_genotype(
-    alpha_normal: Any,
-    alpha_reduce: Any,
-    primitives: Sequence[str] = PRIMITIVES,
-    steps: int = 4,
-    max_skip_normal: int | None = None,
-    multiplier: int | None = None,
-) -> Genotype:
-    """The discrete architecture α points to (DARTS rule).
-
-    Softmax over ops per edge; an edge's strength is its largest non-`none` weight; each node
-    keeps its two strongest incoming edges (tie: lower input index) and on each the strongest
-    non-`none` op (tie: earlier in `primitives`). Pairs are stored by ascending input index, so
-    equal architectures give equal genotypes. `max_skip_normal` caps skip connections in the
-    normal cell (see `_cap_skips`). The output concatenates the last `multiplier` nodes (all of
-    them by default).
-    """
-    primitives = tuple(primitives)
-    unknown = [p for p in primitives if p not in OPS]
-    if unknown:
-        raise KdasError(f"primitives: {unknown[0]!r} is not a known op (known: {known_ops()})")
-    if max_skip_normal is not None and max_skip_normal < 0:
-        raise KdasError(f"max_skip_normal must be >= 0, got {max_skip_normal}")
-    multiplier = steps if multiplier is None else multiplier
-    if not 1 <= multiplier <= steps:
-        raise KdasError(f"multiplier must be in 1..{steps}, got {multiplier}")
-    shape = (num_edges(steps), len(primitives))
-    w_normal = _softmax_rows(alpha_normal, *shape, name="alpha_normal")
-    w_reduce = _softmax_rows(alpha_reduce, *shape, name="alpha_reduce")
-    normal, normal_rows = _derive_cell(w_normal, primitives, steps)
-    reduce, _ = _derive_cell(w_reduce, primitives, steps)
-    if max_skip_normal is not None:
-        normal = _cap_skips(normal, normal_rows, w_normal, primitives, max_skip_normal)
-    concat = tuple(range(2 + steps - multiplier, 2 + steps))
-    return Genotype(
-        normal=tuple(normal), normal_concat=concat, reduce=tuple(reduce), reduce_concat=concat
-    )
 
 
 # ---------------------------------------------------------------- JSON
@@ -321,65 +208,6 @@ def _from_document(doc: Mapping[str, Any], where: str, steps: int | None) -> Gen
     )
 
 
-def _darts_value(node: ast.expr, field: str, where: str) -> Any:
-    """A literal, or `range(a[, b])` with int literals (DARTS writes concat that way)."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
-        try:
-            bounds = [ast.literal_eval(arg) for arg in node.args]
-        except ValueError:
-            bounds = []
-        if node.keywords or not 1 <= len(bounds) <= 2 or not all(type(b) is int for b in bounds):
-            raise KdasError(f"{where}: {field}: range(...) needs one or two integer literals")
-        if any(abs(b) > 1000 for b in bounds):
-            raise KdasError(f"{where}: {field}: range bounds out of any sensible size")
-        return list(range(*bounds))
-    try:
-        value = ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError):
-        raise KdasError(f"{where}: {field} is not a literal: {ast.unparse(node)}") from None
-    return (
-        [list(v) if isinstance(v, tuple) else v for v in value]
-        if isinstance(value, list | tuple)
-        else value
-    )
-
-
-def parse_darts_genotype(text: str, where: str = "genotype") -> dict[str, Any]:
-    """Read DARTS' `Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=range(2, 6), ...)`
-    (optionally `NAME = Genotype(...)`) into a genotype document, without evaluating any code:
-    the text is parsed to a syntax tree and only literals and `range` are read from it."""
-    try:
-        tree = ast.parse(text.strip(), mode="exec")
-    except SyntaxError as exc:
-        raise KdasError(f"{where}: not a Genotype(...) expression ({exc.msg})") from None
-    body = tree.body
-    statement = body[0] if len(body) == 1 else None
-    call = statement.value if isinstance(statement, ast.Expr | ast.Assign) else None
-    func = getattr(call, "func", None)
-    name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-    if not isinstance(call, ast.Call) or name != "Genotype":
-        raise KdasError(
-            f"{where}: expected one Genotype(normal=..., normal_concat=..., ...) expression"
-        )
-    if len(call.args) > len(CELL_FIELDS):
-        raise KdasError(f"{where}: Genotype(...) takes at most {len(CELL_FIELDS)} arguments")
-    fields: dict[str, ast.expr] = dict(zip(CELL_FIELDS, call.args, strict=False))
-    for keyword in call.keywords:
-        if keyword.arg not in CELL_FIELDS:
-            raise KdasError(
-                f"{where}: unknown Genotype field {keyword.arg!r} (known: {', '.join(CELL_FIELDS)})"
-            )
-        if keyword.arg in fields:
-            raise KdasError(f"{where}: Genotype field {keyword.arg!r} given twice")
-        fields[keyword.arg] = keyword.value
-    missing = [f for f in CELL_FIELDS if f not in fields]
-    if missing:
-        raise KdasError(f"{where}: Genotype(...) is missing {missing[0]!r}")
-    doc: dict[str, Any] = {"format": GENOTYPE_FORMAT, "version": GENOTYPE_VERSION}
-    doc.update({f: _darts_value(fields[f], f, where) for f in CELL_FIELDS})
-    return doc
-
-
 def load_genotype(
     source: str | os.PathLike[str] | Mapping[str, Any] | Genotype, steps: int | None = None
 ) -> Genotype:
@@ -412,7 +240,11 @@ def load_genotype(
         else:
             raise KdasError(f"{where} is not valid JSON: {exc}") from None
     if isinstance(doc, str):
-        doc = parse_darts_genotype(doc, where)
+        doc = {
+            "format": GENOTYPE_FORMAT,
+            "version": GENOTYPE_VERSION,
+            **parse_darts_genotype(doc, where),
+        }
     if not isinstance(doc, dict):
         raise KdasError(f"{where}: expected a JSON object, got {type(doc).__name__}")
     return _from_document(doc, where, steps)

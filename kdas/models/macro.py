@@ -3,17 +3,19 @@
 Stem: conv 3x3 stride 2, BN, ReLU, conv 3x3 stride 2, BN (overall stride 4, as ResNet-50's
 stem + max pool, so 256x128 ends at 8x4 after three reductions). Channels double at each
 reduction cell; the reduction positions are stated (0-based), never derived from `layers`.
+The settings are a `kdas.models.spec.MacroConfig`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from kdas.errors import KdasError
 from kdas.models.cells import CellBase
+from kdas.models.spec import MacroConfig
 
 CellFactory = Callable[[int, int, int, bool, bool], CellBase]
 
@@ -30,16 +32,15 @@ class Stem(nn.Sequential):
         )
 
 
-def check_macro(
-    C: int, layers: int, reduction_positions: Sequence[int], stem_multiplier: int
-) -> tuple[int, ...]:
+def check_macro(macro: MacroConfig) -> tuple[int, ...]:
     """Validate the macro settings; returns the reduction positions as a sorted tuple."""
+    C, layers, stem_multiplier = macro.C, macro.layers, macro.stem_multiplier
     if C < 1 or layers < 1 or stem_multiplier < 1:
         raise KdasError(
             f"network: C, layers and stem_multiplier must be >= 1 (got C={C}, layers={layers}, "
             f"stem_multiplier={stem_multiplier})"
         )
-    positions = tuple(int(p) for p in reduction_positions)
+    positions = tuple(int(p) for p in macro.reduction_positions)
     bad = [p for p in positions if not 0 <= p < layers]
     if bad:
         raise KdasError(
@@ -55,22 +56,15 @@ class CellStack(nn.Module):
     """Stem + cells; each cell reads the outputs of the two cells before it (the stem output
     serves as both inputs of the first cell)."""
 
-    def __init__(
-        self,
-        C: int,
-        layers: int,
-        reduction_positions: Sequence[int],
-        stem_multiplier: int,
-        make_cell: CellFactory,
-    ) -> None:
+    def __init__(self, macro: MacroConfig, make_cell: CellFactory) -> None:
         super().__init__()
-        positions = check_macro(C, layers, reduction_positions, stem_multiplier)
-        stem_channels = stem_multiplier * C
+        positions = check_macro(macro)
+        stem_channels = macro.stem_multiplier * macro.C
         self.stem = Stem(stem_channels)
-        C_prev_prev, C_prev, C_curr = stem_channels, stem_channels, C
+        C_prev_prev, C_prev, C_curr = stem_channels, stem_channels, macro.C
         reduction_prev = False
         cells = []
-        for i in range(layers):
+        for i in range(macro.layers):
             reduction = i in positions
             if reduction:
                 C_curr *= 2

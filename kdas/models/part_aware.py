@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from kdas.errors import KdasError
-from kdas.models.ops import FactorizedReduce
+from kdas.models.blocks import FactorizedReduce
 
 DEFAULT_PARTS = 4
 

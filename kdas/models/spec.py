@@ -1,11 +1,18 @@
-"""The typed description of a model: enough to rebuild it, saved in every artifact's config."""
+"""The typed description of a model: enough to rebuild it, saved in every artifact's config.
+
+The network-structure dataclasses hold the one copy of their defaults; the constructors of
+`Supernet` and `StudentNetwork` take them whole.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from kdas.constants import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
+from kdas.utils.config import from_dict
 
 
 @dataclass
@@ -16,12 +23,46 @@ class TeacherArch:
 
 
 @dataclass
-class StudentArch:
-    C: int = 64
+class MacroConfig:
+    """The cell stack the supernet and the student share (`kdas.models.macro.CellStack`).
+
+    C is the channel count of the first cells (doubled at each reduction cell); it has no default
+    here because the supernet is searched narrower than the student is trained, so each network
+    states its own. Subclasses keep the flat JSON shape of the saved configs.
+    """
+
+    C: int
     layers: int = 8
     reduction_positions: tuple[int, ...] = (2, 4, 6)  # 0-based: the 3rd, 5th and 7th cells
     stem_multiplier: int = 3
-    drop_path_prob: float = 0.0
+
+
+@dataclass
+class StudentArch(MacroConfig):
+    C: int = 64
+    drop_path_prob: float = 0.0  # the engine schedules it during training
+
+
+@dataclass
+class SupernetArch(MacroConfig):
+    """The supernet's structure; the primitive set is the search's choice (`SupernetConfig`)."""
+
+    C: int = 32
+    steps: int = 4  # intermediate nodes per cell
+    multiplier: int = 4  # the cell output concatenates the last `multiplier` nodes
+
+
+Arch = TypeVar("Arch", bound=MacroConfig)
+
+
+def arch_of(cls: type[Arch], arch: MacroConfig | Mapping[str, Any] | None) -> Arch:
+    """`arch` as exactly a `cls`: its defaults for None, a JSON table checked field by field, or
+    the `cls` fields of a dataclass that has them (a stage config that extends the arch)."""
+    if arch is None:
+        return cls()
+    if isinstance(arch, Mapping):
+        return from_dict(cls, arch, where=cls.__name__)
+    return cls(**{f.name: getattr(arch, f.name) for f in dataclasses.fields(cls)})
 
 
 @dataclass

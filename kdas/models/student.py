@@ -7,13 +7,15 @@ is. Drop-path (training only) is the settable `drop_path_prob` attribute the eng
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from kdas.models.cells import StaticCell
 from kdas.models.genotype import Genotype, genotype_to_dict, load_genotype
 from kdas.models.head import ReIDModel
 from kdas.models.macro import CellStack
+from kdas.models.spec import StudentArch, arch_of
+from kdas.utils.config import to_dict
 
 
 class StudentNetwork(ReIDModel):
@@ -21,13 +23,12 @@ class StudentNetwork(ReIDModel):
         self,
         genotype: Genotype | Mapping[str, Any] | str | os.PathLike[str],
         num_classes: int,
-        C: int = 64,
-        layers: int = 8,
-        reduction_positions: Sequence[int] = (2, 4, 6),
+        arch: StudentArch | Mapping[str, Any] | None = None,
         steps: int | None = None,
-        stem_multiplier: int = 3,
-        drop_path_prob: float = 0.0,
     ) -> None:
+        """`arch` is the structure and the starting drop-path (defaults: `StudentArch()`);
+        `steps`, when given, is the node count the genotype must have."""
+        arch = arch_of(StudentArch, arch)
         genotype = load_genotype(genotype, steps=steps)  # validates, whatever form it came in
 
         def make_cell(
@@ -37,17 +38,11 @@ class StudentNetwork(ReIDModel):
             concat = genotype.reduce_concat if reduction else genotype.normal_concat
             return StaticCell(pairs, concat, C_pp, C_p, C_cur, reduction, reduction_prev)
 
-        backbone = CellStack(C, layers, reduction_positions, stem_multiplier, make_cell)
+        backbone = CellStack(arch, make_cell)
         super().__init__(backbone, backbone.out_channels, num_classes)
         self.genotype = genotype
-        self._config: dict[str, Any] = {
-            "num_classes": num_classes,
-            "C": C,
-            "layers": layers,
-            "reduction_positions": list(reduction_positions),
-            "stem_multiplier": stem_multiplier,
-        }
-        self.drop_path_prob = drop_path_prob
+        self.arch = arch
+        self.drop_path_prob = arch.drop_path_prob
 
     @property
     def drop_path_prob(self) -> float:
@@ -64,5 +59,9 @@ class StudentNetwork(ReIDModel):
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-ready, genotype as its JSON document, no drop-path since
         it is a training schedule): `StudentNetwork(**net.config())` rebuilds the structure."""
-        genotype_doc = genotype_to_dict(self.genotype)
-        return {"genotype": genotype_doc, **{k: v for k, v in self._config.items()}}
+        arch = {k: v for k, v in to_dict(self.arch).items() if k != "drop_path_prob"}
+        return {
+            "genotype": genotype_to_dict(self.genotype),
+            "num_classes": self.num_classes,
+            "arch": arch,
+        }

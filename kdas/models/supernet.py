@@ -8,12 +8,14 @@ weight optimizer must never touch α).
 For the second-order (unrolled) architect, evaluate the loss at other weights without copying
 the model: `torch.func.functional_call(net, {**named weights w', "alpha_normal": ..., ...},
 (x,))`. Buffers not passed (BN running stats) are the model's own and are updated in train mode.
-`new()` is DARTS' alternative: a fresh supernet with the same structure and a copy of α.
+
+The structure is a `kdas.models.spec.SupernetArch` (the macro settings at search width plus the
+search cell); the primitive set is passed on its own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,10 +23,13 @@ from torch import nn
 
 from kdas.errors import KdasError
 from kdas.models.cells import SearchCell
-from kdas.models.genotype import Genotype, derive_genotype, num_edges
+from kdas.models.derive import derive_genotype
+from kdas.models.genotype import Genotype, num_edges
 from kdas.models.head import ReIDModel
 from kdas.models.macro import CellStack
 from kdas.models.ops import PRIMITIVES, check_primitives
+from kdas.models.spec import SupernetArch, arch_of
+from kdas.utils.config import to_dict
 
 ARCH_PARAMETER_NAMES = ("alpha_normal", "alpha_reduce")
 
@@ -33,15 +38,13 @@ class Supernet(ReIDModel):
     def __init__(
         self,
         num_classes: int,
-        C: int = 32,
-        layers: int = 8,
-        reduction_positions: Sequence[int] = (2, 4, 6),
-        steps: int = 4,
-        multiplier: int = 4,
-        stem_multiplier: int = 3,
+        arch: SupernetArch | Mapping[str, Any] | None = None,
         primitives: Sequence[str] = PRIMITIVES,
     ) -> None:
+        """`arch` is the structure (defaults: `SupernetArch()`); a `SupernetConfig` will do."""
+        arch = arch_of(SupernetArch, arch)
         primitives = check_primitives(primitives)
+        steps, multiplier = arch.steps, arch.multiplier
         if steps < 1 or not 1 <= multiplier <= steps:
             raise KdasError(
                 f"supernet: need steps >= 1 and 1 <= multiplier <= steps "
@@ -55,18 +58,9 @@ class Supernet(ReIDModel):
                 steps, multiplier, C_pp, C_p, C_cur, reduction, reduction_prev, primitives
             )
 
-        backbone = CellStack(C, layers, reduction_positions, stem_multiplier, make_cell)
+        backbone = CellStack(arch, make_cell)
         super().__init__(backbone, backbone.out_channels, num_classes)
-        self._config: dict[str, Any] = {
-            "num_classes": num_classes,
-            "C": C,
-            "layers": layers,
-            "reduction_positions": list(reduction_positions),
-            "steps": steps,
-            "multiplier": multiplier,
-            "stem_multiplier": stem_multiplier,
-            "primitives": list(primitives),
-        }
+        self.arch = arch
         self.primitives = primitives
         self.steps = steps
         self.multiplier = multiplier
@@ -76,7 +70,11 @@ class Supernet(ReIDModel):
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-ready): `Supernet(**net.config())` rebuilds the structure."""
-        return {k: list(v) if isinstance(v, list) else v for k, v in self._config.items()}
+        return {
+            "num_classes": self.num_classes,
+            "arch": to_dict(self.arch),
+            "primitives": list(self.primitives),
+        }
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from kdas.data.synthetic import SynthConfig
 from kdas.engine.config import StudentTrainConfig, TeacherTrainConfig
+from kdas.runtime.faiss_backend import DEFAULT_INDEX_TYPE
 from kdas.search.config import SearchConfig
 
 STAGES = (
@@ -61,7 +62,7 @@ class BenchStageConfig:
 
 @dataclass
 class IndexStageConfig:
-    type: Literal["flat", "ivf", "hnsw"] = "flat"
+    type: Literal["flat", "ivf", "hnsw"] = DEFAULT_INDEX_TYPE
     model: Literal["fp32", "int8"] = "fp32"  # which exported student embeds the gallery
 
 

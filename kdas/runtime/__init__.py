@@ -6,8 +6,7 @@ edge box without faiss can still embed, one without onnxruntime can still search
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from kdas.utils.lazy import lazy_getattr
 
 _EXPORTS = {
     "EmbeddingModelInfo": "kdas.runtime.model_meta",
@@ -22,9 +21,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'kdas.runtime' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

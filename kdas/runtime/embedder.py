@@ -10,19 +10,14 @@ from pathlib import Path
 import numpy as np
 
 from kdas.errors import KdasError
+from kdas.evaluation.distances import l2_normalize
 from kdas.runtime.model_meta import EmbeddingModelInfo
 from kdas.runtime.preprocess import ImageSource, preprocess_batch
-from kdas.runtime.session import create_session, read_model_info
+from kdas.runtime.session import DEFAULT_PROVIDERS, create_session, read_model_info
 from kdas.runtime.tensorrt_engine import TensorRTRunner, is_engine_file
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images total)
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Re-normalise even when the graph already did: fp16/int8 graphs drift from unit norm."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, eps)
+DEFAULT_BATCH_SIZE = 32  # images per inference call
 
 
 class Embedder:
@@ -35,7 +30,7 @@ class Embedder:
     def __init__(
         self,
         model_path: str | os.PathLike[str],
-        providers: str | Sequence[str] = "auto",
+        providers: str | Sequence[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int | None = None,
         graph_optimization: str = "all",
     ) -> None:
@@ -111,12 +106,13 @@ class Embedder:
             )
         if len(batch) == 0:
             return np.empty((0, self.dim), dtype=np.float32)
+        # re-normalise even when the graph already did: fp16/int8 graphs drift from unit norm
         return l2_normalize(self._run(np.ascontiguousarray(batch, dtype=np.float32)))
 
     def embed_images(
         self,
         images: Sequence[ImageSource],
-        batch_size: int = 32,
+        batch_size: int = DEFAULT_BATCH_SIZE,
         names: Sequence[str] | None = None,
         progress: ProgressCallback | None = None,
     ) -> np.ndarray:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 
@@ -23,6 +23,10 @@ INDEX_TYPES = ("flat", "ivf", "hnsw")
 FLAT_SEARCHES = ("numpy", "faiss")
 STORAGES = ("flat", "sq8", "fp16")
 DEVICES = ("auto", "cpu", "gpu")
+# The one home of the index defaults: these two and IndexParams' fields. The CLI and the
+# pipeline config leave a setting unset (None) rather than restating its default.
+DEFAULT_INDEX_TYPE: Final = "flat"
+DEFAULT_DEVICE: Final = "auto"
 _FAISS_HINT = "faiss is not installed: install it with `pip install 'kdas[cpu]'` (or `kdas[gpu]`)"
 
 

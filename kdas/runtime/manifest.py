@@ -15,14 +15,11 @@ from typing import Any
 
 from kdas import __version__
 from kdas.errors import KdasError
+from kdas.files import MANIFEST_FILE
 from kdas.runtime.model_meta import EmbeddingModelInfo
 
 FORMAT = "kdas-gallery-index"
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-INDEX_FILE = "index.faiss"
-METADATA_FILE = "gallery.sqlite"
-MODEL_FILE = "model.onnx"
 
 
 def now_iso() -> str:
@@ -85,11 +82,11 @@ class IndexManifest:
 
 
 def read_manifest(folder: Path) -> IndexManifest:
-    path = folder / MANIFEST_NAME
+    path = folder / MANIFEST_FILE
     if not folder.is_dir():
         raise KdasError(f"index folder {folder} does not exist: build one with `kdas index build`")
     if not path.is_file():
-        raise KdasError(f"{folder} is not a kdas index: {MANIFEST_NAME} is missing")
+        raise KdasError(f"{folder} is not a kdas index: {MANIFEST_FILE} is missing")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):

@@ -16,18 +16,21 @@ from typing import Any
 import numpy as np
 
 from kdas.errors import KdasError
-from kdas.runtime.embedder import Embedder, ProgressCallback
-from kdas.runtime.faiss_backend import IndexParams
-from kdas.runtime.index import GalleryIndex, SearchHit
+from kdas.runtime.embedder import DEFAULT_BATCH_SIZE, Embedder, ProgressCallback
+from kdas.runtime.faiss_backend import DEFAULT_DEVICE, DEFAULT_INDEX_TYPE, IndexParams
+from kdas.runtime.index import DEFAULT_K, GalleryIndex, SearchHit
 from kdas.runtime.manifest import check_model, read_manifest
 from kdas.runtime.metadata import as_record
+from kdas.runtime.session import DEFAULT_PROVIDERS
+
+EVAL_DEPTH = 100  # hits taken from an approximate index when it is evaluated
 
 
 def open_with_embedder(
     index_dir: str | os.PathLike[str],
     model_path: str | os.PathLike[str] | None = None,
-    providers: str | Sequence[str] = "auto",
-    device: str = "auto",
+    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    device: str = DEFAULT_DEVICE,
 ) -> tuple[GalleryIndex, Embedder]:
     """The index and an embedder for its model (the copy inside the folder unless given, e.g.
     a TensorRT engine of the same weights); a different model is refused."""
@@ -46,11 +49,11 @@ def build_index(
     model_path: str | os.PathLike[str],
     records: Sequence[Any],
     out_dir: str | os.PathLike[str],
-    index_type: str = "flat",
+    index_type: str = DEFAULT_INDEX_TYPE,
     params: IndexParams | dict[str, Any] | None = None,
-    batch_size: int = 32,
-    providers: str | Sequence[str] = "auto",
-    device: str = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    device: str = DEFAULT_DEVICE,
     progress: ProgressCallback | None = None,
 ) -> GalleryIndex:
     """Embed every gallery image with the model and save a self-contained index folder."""
@@ -69,8 +72,8 @@ def build_index(
 def add_to_index(
     index_dir: str | os.PathLike[str],
     records: Sequence[Any],
-    batch_size: int = 32,
-    providers: str | Sequence[str] = "auto",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Embed and add images to an existing index; saved atomically. Returns the new ids."""
@@ -114,11 +117,11 @@ class QueryResult:
 def query_index(
     index_dir: str | os.PathLike[str],
     images: Sequence[str | os.PathLike[str]],
-    k: int = 10,
+    k: int = DEFAULT_K,
     query_camids: Sequence[int] | None = None,
     exclude_same_camera: bool = False,
     rerank: bool = False,
-    providers: str | Sequence[str] = "auto",
+    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
 ) -> list[QueryResult]:
     index, embedder = open_with_embedder(index_dir, providers=providers)
     embeddings = embedder.embed_images([str(p) for p in images])
@@ -133,8 +136,8 @@ def evaluate_index(
     index: GalleryIndex,
     embedder: Embedder,
     query_records: Sequence[Any],
-    batch_size: int = 32,
-    depth: int = 100,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    depth: int = EVAL_DEPTH,
     max_rank: int = 50,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
@@ -201,8 +204,8 @@ def evaluate_index_on_dataset(
     data_root: str | os.PathLike[str],
     layout: str = "market1501",
     options: dict[str, Any] | None = None,
-    batch_size: int = 32,
-    depth: int = 100,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    depth: int = EVAL_DEPTH,
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:

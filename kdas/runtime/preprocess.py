@@ -7,59 +7,15 @@ would silently lower retrieval accuracy, so a test holds it to the torch version
 
 from __future__ import annotations
 
-import io
-import os
-import warnings
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from kdas.errors import KdasError
+from kdas.images import ImageSource, read_image
 from kdas.runtime.model_meta import EmbeddingModelInfo
 
-ImageSource = Union[str, os.PathLike, bytes, bytearray, Image.Image]  # noqa: UP007
-
-
-def describe_source(source: ImageSource, name: str | None = None) -> str:
-    if name:
-        return name
-    if isinstance(source, (bytes, bytearray)):
-        return f"uploaded image ({len(source)} bytes)"
-    if isinstance(source, Image.Image):
-        return "PIL image"
-    return str(source)
-
-
-def load_image(source: ImageSource, name: str | None = None) -> Image.Image:
-    """Open a path, encoded bytes or PIL image as a fully decoded RGB image.
-
-    Decoding happens here (`load()`), so a truncated file fails with its name instead of later,
-    inside a batch, with a PIL message nobody can place.
-    """
-    label = describe_source(source, name)
-    if isinstance(source, Image.Image):
-        return source if source.mode == "RGB" else source.convert("RGB")
-    if isinstance(source, (bytes, bytearray)):
-        if not source:
-            raise KdasError(f"{label} is empty: send a JPEG or PNG image")
-        handle: io.BytesIO | Path = io.BytesIO(bytes(source))
-    else:
-        handle = Path(source)
-        if not handle.is_file():
-            raise KdasError(f"image {label} does not exist")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # palette-with-transparency chatter, not an error
-            with Image.open(handle) as image:
-                image.load()
-                return image.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        raise KdasError(
-            f"{label} is not a readable image (corrupt, truncated or not an image file)"
-        ) from None
+__all__ = ["ImageSource", "preprocess_batch", "preprocess_image"]
 
 
 def preprocess_image(image: Image.Image, info: EmbeddingModelInfo) -> np.ndarray:
@@ -85,5 +41,5 @@ def preprocess_batch(
     batch = np.empty((len(sources), 3, info.input_height, info.input_width), dtype=np.float32)
     for i, source in enumerate(sources):
         name = names[i] if names is not None else None
-        batch[i] = preprocess_image(load_image(source, name), info)
+        batch[i] = preprocess_image(read_image(source, name), info)
     return batch

@@ -25,10 +25,12 @@ from PIL import Image
 
 from kdas import __version__
 from kdas.errors import KdasError
+from kdas.images import read_image
 from kdas.runtime.embedder import Embedder
-from kdas.runtime.index import GalleryIndex, UnknownIds
+from kdas.runtime.index import DEFAULT_K, GalleryIndex, UnknownIds
 from kdas.runtime.metadata import GalleryRecord
-from kdas.runtime.preprocess import load_image, preprocess_image
+from kdas.runtime.preprocess import preprocess_image
+from kdas.runtime.session import DEFAULT_PROVIDERS
 from kdas.utils.atomic import atomic_write_bytes
 
 TOKEN_ENV = "KDAS_API_TOKEN"
@@ -45,12 +47,18 @@ class RequestError(KdasError):
 
 @dataclass
 class ServiceConfig:
+    """Every setting of the service, and the only place their defaults are written
+    (`kdas serve` leaves an option it was not given to these)."""
+
     max_upload_mb: float = 10.0  # per image
     max_batch: int = 16  # images per request
     max_k: int = 100
     thumbnail_height: int = 128
     uploads_dir: Path | None = None  # where added images go; default INDEX.uploads beside it
     token: str | None = None  # normally read from KDAS_API_TOKEN by `load_service`
+    host: str = "127.0.0.1"  # loopback: exposing the service is a deliberate choice
+    port: int = 8000
+    log_level: str = "info"  # uvicorn's
 
     @property
     def max_upload_bytes(self) -> int:
@@ -164,7 +172,7 @@ class GalleryService:
         images, batch = [], []
         for upload in uploads:
             try:
-                image = load_image(upload.data, name=f"upload {upload.name!r}")
+                image = read_image(upload.data, name=f"upload {upload.name!r}")
             except KdasError as exc:
                 raise RequestError(400, str(exc)) from None
             images.append(image)
@@ -175,7 +183,7 @@ class GalleryService:
     def search(
         self,
         uploads: list[Upload],
-        k: int = 10,
+        k: int = DEFAULT_K,
         exclude_same_camera: bool = False,
         camids: list[int] | None = None,
         rerank: bool = False,
@@ -277,7 +285,7 @@ class GalleryService:
         if record is None:
             raise RequestError(404, f"no gallery image with id {gallery_id} in this index")
         try:
-            image = load_image(record.path)
+            image = read_image(record.path)
         except KdasError:
             raise RequestError(404, f"the image file of gallery id {gallery_id} is gone") from None
         height = self.config.thumbnail_height
@@ -297,7 +305,7 @@ def load_service(
     index_dir: str | os.PathLike[str],
     config: ServiceConfig | None = None,
     model_path: str | os.PathLike[str] | None = None,
-    providers: str = "auto",
+    providers: str = DEFAULT_PROVIDERS,
 ) -> GalleryService:
     """Open an index with its model; the bearer token comes from KDAS_API_TOKEN now."""
     from kdas.runtime.pipeline import open_with_embedder
@@ -317,27 +325,37 @@ def _page() -> str:
     return (files("kdas.runtime") / "static" / "index.html").read_text(encoding="utf-8")
 
 
-def create_app(service: GalleryService) -> Any:
-    """The FastAPI application (OpenAPI at /openapi.json, docs at /docs)."""
+def _require_fastapi() -> None:
     try:
-        from fastapi import Depends, FastAPI, File, Form, Request, UploadFile
-        from fastapi.responses import HTMLResponse, JSONResponse, Response
-        from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+        import fastapi  # noqa: F401
     except ImportError:
         from kdas.errors import BackendUnavailable
 
         raise BackendUnavailable(
             "the HTTP service needs FastAPI: install it with `pip install 'kdas[serve]'`"
         ) from None
-    from typing import Annotated
+
+
+def create_app(service: GalleryService) -> Any:
+    """The FastAPI application (OpenAPI at /openapi.json, docs at /docs)."""
+    _require_fastapi()
+    from fastapi import FastAPI
 
     app = FastAPI(
         title="kdas retrieval service",
         version=__version__,
         description="Person re-identification search over a kdas gallery index.",
     )
-    bearer = HTTPBearer(auto_error=False, description=f"the value of {TOKEN_ENV}")
-    upload_routes = {"/v1/search", "/v1/gallery"}
+    _add_error_handlers(app)
+    _add_limits_and_counts(app, service)
+    _add_read_routes(app, service)
+    _add_upload_routes(app, service)
+    return app
+
+
+def _add_error_handlers(app: Any) -> None:
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
@@ -348,10 +366,28 @@ def create_app(service: GalleryService) -> Any:
     async def _kdas_error(_: Request, exc: KdasError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+
+_UPLOAD_ROUTES = {"/v1/search", "/v1/gallery"}
+
+
+def _route_name(path: str) -> str:
+    """The route a request counts under: gallery ids folded into `{id}`."""
+    if path.startswith("/v1/gallery/") and path.endswith("/image"):
+        return "/v1/gallery/{id}/image"
+    if path.startswith("/v1/gallery/"):
+        return "/v1/gallery/{id}"
+    return path
+
+
+def _add_limits_and_counts(app: Any, service: GalleryService) -> None:
+    """Refuse an oversized upload before reading it (413), and count every request."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
     @app.middleware("http")
     async def _limits_and_counts(request: Request, call_next: Any) -> Any:
         route = request.url.path
-        if request.method == "POST" and route in upload_routes:
+        if request.method == "POST" and route in _UPLOAD_ROUTES:
             length = request.headers.get("content-length", "")
             size = int(length) if length.isdigit() else 0
             if size > service.config.max_request_bytes():
@@ -362,12 +398,49 @@ def create_app(service: GalleryService) -> Any:
                     status_code=413,
                 )
         response = await call_next(request)
-        if route.startswith("/v1/gallery/") and route.endswith("/image"):
-            route = "/v1/gallery/{id}/image"
-        elif route.startswith("/v1/gallery/"):
-            route = "/v1/gallery/{id}"
-        service.count_request(f"{request.method} {route}", response.status_code)
+        service.count_request(f"{request.method} {_route_name(route)}", response.status_code)
         return response
+
+
+def _add_read_routes(app: Any, service: GalleryService) -> None:
+    """The page, health, stats and thumbnails: no token needed."""
+    from fastapi.responses import HTMLResponse, Response
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page())
+
+    @app.get("/healthz", summary="Liveness check")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "count": len(service.index)}
+
+    @app.get("/v1/stats", summary="Gallery size, model, index, uptime and request counts")
+    def stats() -> dict[str, Any]:
+        return service.stats()
+
+    @app.get(
+        "/v1/gallery/{gallery_id}/image",
+        summary="JPEG thumbnail of a gallery image",
+        response_class=Response,
+        responses={200: {"content": {"image/jpeg": {}}}},
+    )
+    def thumbnail(gallery_id: int) -> Response:
+        return Response(
+            service.thumbnail(gallery_id),
+            media_type="image/jpeg",
+            headers={"Cache-Control": "max-age=300"},
+        )
+
+
+def _add_upload_routes(app: Any, service: GalleryService) -> None:
+    """Search (open) and gallery changes (bearer token)."""
+    from typing import Annotated
+
+    from fastapi import Depends, File, Form, UploadFile
+    from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+    from starlette.concurrency import run_in_threadpool
+
+    bearer = HTTPBearer(auto_error=False, description=f"the value of {TOKEN_ENV}")
 
     def authorized(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -383,29 +456,15 @@ def create_app(service: GalleryService) -> Any:
             uploads.append(Upload(file.filename or f"image {i + 1}", data))
         return uploads
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_page())
-
-    @app.get("/healthz", summary="Liveness check")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "count": len(service.index)}
-
-    @app.get("/v1/stats", summary="Gallery size, model, index, uptime and request counts")
-    def stats() -> dict[str, Any]:
-        return service.stats()
-
     @app.post("/v1/search", summary="Top-k gallery hits for one or more query images")
     async def search(
         images: Annotated[list[UploadFile], File(description="query images (JPEG/PNG)")],
-        k: Annotated[int, Form()] = 10,
+        k: Annotated[int, Form()] = DEFAULT_K,
         exclude_same_camera: Annotated[bool, Form()] = False,
         camid: Annotated[list[int] | None, Form(description="0-based query camera(s)")] = None,
         rerank: Annotated[bool, Form()] = False,
     ) -> dict[str, Any]:
         uploads = await read_uploads(images)
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(
             service.search, uploads, k, exclude_same_camera, camid, rerank
         )
@@ -421,8 +480,6 @@ def create_app(service: GalleryService) -> Any:
         camid: Annotated[list[int], Form(description="0-based camera: one, or one per image")],
     ) -> dict[str, Any]:
         uploads = await read_uploads(images)
-        from starlette.concurrency import run_in_threadpool
-
         return await run_in_threadpool(service.add, uploads, pid, camid)
 
     @app.delete(
@@ -433,31 +490,16 @@ def create_app(service: GalleryService) -> Any:
     def remove(gallery_id: int) -> dict[str, Any]:
         return service.remove(gallery_id)
 
-    @app.get(
-        "/v1/gallery/{gallery_id}/image",
-        summary="JPEG thumbnail of a gallery image",
-        response_class=Response,
-        responses={200: {"content": {"image/jpeg": {}}}},
-    )
-    def thumbnail(gallery_id: int) -> Response:
-        return Response(
-            service.thumbnail(gallery_id),
-            media_type="image/jpeg",
-            headers={"Cache-Control": "max-age=300"},
-        )
-
-    return app
-
 
 def serve(
     index_dir: str | os.PathLike[str],
-    host: str = "127.0.0.1",
-    port: int = 8000,
+    host: str | None = None,
+    port: int | None = None,
     config: ServiceConfig | None = None,
     model_path: str | os.PathLike[str] | None = None,
-    log_level: str = "info",
+    log_level: str | None = None,
 ) -> None:
-    """Run the service until interrupted."""
+    """Run the service until interrupted; `host`, `port`, `log_level` override the config's."""
     try:
         import uvicorn
     except ImportError:
@@ -466,5 +508,11 @@ def serve(
         raise BackendUnavailable(
             "the HTTP service needs uvicorn: install it with `pip install 'kdas[serve]'`"
         ) from None
+    config = config or ServiceConfig()
     service = load_service(index_dir, config, model_path=model_path)
-    uvicorn.run(create_app(service), host=host, port=port, log_level=log_level)
+    uvicorn.run(
+        create_app(service),
+        host=host if host is not None else config.host,
+        port=port if port is not None else config.port,
+        log_level=log_level if log_level is not None else config.log_level,
+    )

@@ -8,16 +8,14 @@ from typing import Literal
 from kdas.engine.config import DataConfig, LossConfig, RunConfig
 from kdas.losses.distillation import KDSchedule
 from kdas.models.ops import PRIMITIVES
+from kdas.models.spec import SupernetArch
 
 
 @dataclass
-class SupernetConfig:
-    C: int = 32
-    layers: int = 8
-    reduction_positions: tuple[int, ...] = (2, 4, 6)  # 0-based: the 3rd, 5th and 7th cells
-    steps: int = 4
-    multiplier: int = 4
-    stem_multiplier: int = 3
+class SupernetConfig(SupernetArch):
+    """The searched network: its structure (`SupernetArch`, flat in the JSON) and the ops the
+    search chooses among."""
+
     primitives: tuple[str, ...] = tuple(PRIMITIVES)
 
 

@@ -104,16 +104,7 @@ def build_supernet(cfg: SearchConfig, num_classes: int) -> torch.nn.Module:
     from kdas.models.supernet import Supernet
 
     m = cfg.model
-    return Supernet(
-        C=m.C,
-        num_classes=num_classes,
-        layers=m.layers,
-        reduction_positions=tuple(m.reduction_positions),
-        steps=m.steps,
-        multiplier=m.multiplier,
-        stem_multiplier=m.stem_multiplier,
-        primitives=tuple(m.primitives),
-    )
+    return Supernet(num_classes, m, primitives=tuple(m.primitives))
 
 
 class SearchJob(EpochJob):
