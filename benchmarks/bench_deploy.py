@@ -115,6 +115,10 @@ def rows_by(result: dict[str, Any]) -> dict[tuple[str, str, int], dict[str, Any]
     }
 
 
+def _target(name: str, batch: int | None, target: str, value: Any, passed: bool) -> dict:
+    return {"student": name, "batch": batch, "target": target, "value": value, "passed": passed}
+
+
 def targets(
     name: str, result: dict[str, Any], teacher_rows: dict, parity: dict[str, Any]
 ) -> list[dict[str, Any]]:
@@ -125,48 +129,19 @@ def targets(
         int8 = rows.get(("student", "onnx-int8", batch))
         teacher = teacher_rows.get(("teacher", "onnx", batch))
         if fp32:
-            out.append(
-                {
-                    "student": name,
-                    "batch": batch,
-                    "target": "ORT fp32 <= 1.5x FLOP floor",
-                    "value": fp32["x_floor"],
-                    "passed": fp32["x_floor"] <= 1.5,
-                }
-            )
+            floor = fp32["x_floor"]
+            out.append(_target(name, batch, "ORT fp32 <= 1.5x FLOP floor", floor, floor <= 1.5))
         if fp32 and int8:
             speedup = fp32["p50_ms"] / int8["p50_ms"]
-            out.append(
-                {
-                    "student": name,
-                    "batch": batch,
-                    "target": "INT8 >= 2x faster than fp32",
-                    "value": speedup,
-                    "passed": speedup >= 2.0,
-                }
-            )
+            out.append(_target(name, batch, "INT8 >= 2x faster than fp32", speedup, speedup >= 2.0))
         if int8 and teacher:
             ratio = int8["p50_ms"] / teacher["p50_ms"]
-            out.append(
-                {
-                    "student": name,
-                    "batch": batch,
-                    "target": "INT8 student <= 0.35x teacher ORT fp32 latency",
-                    "value": ratio,
-                    "passed": ratio <= 0.35,
-                }
-            )
+            target = "INT8 student <= 0.35x teacher ORT fp32 latency"
+            out.append(_target(name, batch, target, ratio, ratio <= 0.35))
     drop = parity["map_drop"]
-    out.append(
-        {
-            "student": name,
-            "batch": None,
-            "target": "INT8 mAP drop <= 0.01",
-            "value": drop,
-            "passed": drop is not None and drop <= 0.01,
-        }
-    )
-    return out  # fmt: skip
+    passed = drop is not None and drop <= 0.01
+    out.append(_target(name, None, "INT8 mAP drop <= 0.01", drop, passed))
+    return out
 
 
 def main() -> None:

@@ -90,14 +90,21 @@ def make_problem(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 # --- reference loops -----------------------------------------------------------------------------
-def classic_loop(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
-    """Per query: argsort, protocol masks, CMC, and AP from a Python list of precisions."""
-    cmcs, aps, inps = [], [], []
+def _matches(distmat, q_pids, g_pids, q_cams, g_cams):
+    """Per query, in rank order: True where the gallery image is the query's identity, after
+    the protocol drops same-camera matches and junk (pid -1)."""
     for q in range(distmat.shape[0]):
         order = np.argsort(distmat[q], kind="stable")
         same_pid = g_pids[order] == q_pids[q]
         remove = (same_pid & (g_cams[order] == q_cams[q])) | (g_pids[order] == -1)
-        hits = same_pid[~remove].astype(np.int32)
+        yield same_pid[~remove]
+
+
+def classic_loop(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
+    """Per query: argsort, protocol masks, CMC, and AP from a Python list of precisions."""
+    cmcs, aps, inps = [], [], []
+    for matches in _matches(distmat, q_pids, g_pids, q_cams, g_cams):
+        hits = matches.astype(np.int32)
         if not hits.any():
             continue
         cumulative = hits.cumsum()
@@ -114,11 +121,8 @@ def classic_loop(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
 def numpy_loop(distmat, q_pids, g_pids, q_cams, g_cams, max_rank=50):
     """The same loop with the AP computed by numpy instead of a Python list."""
     cmcs, aps, inps = [], [], []
-    for q in range(distmat.shape[0]):
-        order = np.argsort(distmat[q], kind="stable")
-        same_pid = g_pids[order] == q_pids[q]
-        remove = (same_pid & (g_cams[order] == q_cams[q])) | (g_pids[order] == -1)
-        positions = np.flatnonzero(same_pid[~remove]) + 1
+    for matches in _matches(distmat, q_pids, g_pids, q_cams, g_cams):
+        positions = np.flatnonzero(matches) + 1
         if not len(positions):
             continue
         cmc = np.zeros(max_rank)
@@ -168,16 +172,10 @@ class PeakRSS:
 
 
 def machine() -> dict:
-    model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from kdas.export.measure import cpu_name
+
     return {
-        "cpu": model,
+        "cpu": cpu_name(),
         "cores": len(os.sched_getaffinity(0)),
         "numpy": np.__version__,
         "python": platform.python_version(),

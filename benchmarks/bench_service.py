@@ -43,7 +43,7 @@ def export_stand_in(path: Path, seed: int = 0) -> Path:
     import torch
     from torch import nn
 
-    from kdas.constants import IMAGENET_MEAN, IMAGENET_STD
+    from kdas.constants import IMAGENET_MEAN, IMAGENET_STD, ONNX_OPSET
     from kdas.runtime.model_meta import EmbeddingModelInfo
 
     class StandIn(nn.Module):
@@ -73,7 +73,7 @@ def export_stand_in(path: Path, seed: int = 0) -> Path:
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
             net, (torch.zeros(1, 3, 256, 128),), str(path), input_names=["images"],
-            output_names=["embeddings"], opset_version=18, dynamo=False,
+            output_names=["embeddings"], opset_version=ONNX_OPSET, dynamo=False,
             dynamic_axes={"images": {0: "batch"}, "embeddings": {0: "batch"}},
         )  # fmt: skip
     model = onnx.load(str(path))

@@ -18,19 +18,48 @@ BEST_WEIGHTS = f"{CHECKPOINT_DIR}/best.safetensors"
 
 # The search and the student: the derived cell
 GENOTYPE_FILE = "genotype.json"
+# The search folder's pictures: kdas.search.plots
+ALPHAS_PLOT = "alphas.png"  # α of every edge over the epochs
+SCHEDULE_PLOT = "schedule.png"  # the distillation temperature T and weight w per epoch
+CELL_PLOTS = {"normal": "cell_normal.png", "reduce": "cell_reduce.png"}  # the derived cells
+
+# An evaluation folder (`kdas eval`: MODEL_DIR/eval; the pipeline: runs/NAME/eval/<role>),
+# which also holds METRICS_FILE
+EVAL_DIR = "eval"
+RANK_LIST_PLOT = "rank_list.png"
+CMC_PLOT = "cmc.png"
 
 # The synthetic data set's own description, at its root
 SYNTH_CONFIG_FILE = "synth_config.json"
 
-# Export folder
+# Export folder: a run's EXPORT_DIR, beside its model folders (runs/NAME/export)
+EXPORT_DIR = "export"
+# <kind><suffix>: teacher.onnx, student.int8.onnx... (TensorRT: <kind>[.fp16|.int8].engine)
+ONNX_SUFFIXES = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
 PARITY_FILE = "parity.json"
 BENCH_FILE = "bench.json"
+BENCH_TABLE = "bench.md"  # the bench result as a Markdown table
+BENCH_PLOT = "bench.png"
 
 # A gallery index folder: kdas.runtime.index_persistence
 MANIFEST_FILE = "manifest.json"
 INDEX_FILE = "index.faiss"  # the FAISS index, vectors keyed by 64-bit gallery ids
 GALLERY_FILE = "gallery.sqlite"  # id, path, pid, camid, added
-INDEX_MODEL_FILE = "model.onnx"  # the embedding model, so the folder is all a service needs
+INDEX_MODEL_STEM = "model"  # the embedding model, so the folder is all a service needs
+
+
+def index_model_name(model_path: object) -> str:
+    """`model.onnx`, `model.xml` (+ `model.bin`) or `model.engine`: the model's own suffix."""
+    suffix = str(model_path).rsplit(".", 1)[-1].lower() if "." in str(model_path) else "onnx"
+    return f"{INDEX_MODEL_STEM}.{suffix}"
+
 
 # The pipeline's run folder
 REPORT_FILE = "report.html"
+PIPELINE_STATE_FILE = "pipeline.json"  # each stage's status, config hash and summary
+
+# An ablation folder (`kdas ablate`): kdas.search.ablation
+ABLATION_FILE = "ablation.json"  # config, every run, the table rows
+ABLATION_TABLE = "ablation.md"
+ABLATION_CSV = "ablation.csv"  # one row per run
+ABLATION_PLOT = "ablation.png"

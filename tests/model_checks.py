@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from kdas.constants import ONNX_OPSET
+
 
 def onnx_and_torch_outputs(
     module: nn.Module,
@@ -33,7 +35,7 @@ def onnx_and_torch_outputs(
         kwargs = {"dynamic_axes": {input_name: {0: "batch"}, output_name: {0: "batch"}}}
     torch.onnx.export(
         module, (sample,), str(path), input_names=[input_name], output_names=[output_name],
-        opset_version=18, dynamo=dynamo, **kwargs,
+        opset_version=ONNX_OPSET, dynamo=dynamo, **kwargs,
     )  # fmt: skip
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     outputs = []

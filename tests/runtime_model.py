@@ -10,6 +10,7 @@ import hashlib
 import warnings
 from pathlib import Path
 
+from kdas.constants import ONNX_OPSET
 from kdas.runtime.model_meta import EmbeddingModelInfo
 
 INPUT_SIZE = (32, 16)  # (height, width): smaller than the tiny_market images, so they resize
@@ -84,7 +85,7 @@ def export_tiny_model(out: Path, seed: int = 0) -> tuple[Path, EmbeddingModelInf
             input_names=[info.input_name],
             output_names=[info.output_name],
             dynamic_axes={info.input_name: {0: "batch"}, info.output_name: {0: "batch"}},
-            opset_version=18,
+            opset_version=ONNX_OPSET,
             dynamo=False,
         )
     model = onnx.load(str(out))

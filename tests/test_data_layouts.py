@@ -65,12 +65,18 @@ def test_registry_lists_the_five_layouts_and_their_options():
     assert layout_options("folder") == {}
 
 
+def _load_at(made, layout: str, folder: str, sub: bool):
+    """(splits, data set folder): `layout` loaded from its own `folder` (sub) or the one above,
+    which must find the same folder."""
+    base = made[layout] / folder
+    splits = load_dataset(base if sub else made[layout], layout)
+    assert splits.root == str(base)
+    return splits, base
+
+
 @pytest.mark.parametrize("sub", [False, True])
 def test_market1501_records_match_the_files(made, sub):
-    root = made["market1501"] / "Market-1501-v15.09.15" if sub else made["market1501"]
-    splits = load_dataset(root, "market1501")
-    base = made["market1501"] / "Market-1501-v15.09.15"
-    assert splits.root == str(base)
+    splits, base = _load_at(made, "market1501", "Market-1501-v15.09.15", sub)
     train_names = _relabel_reference(base / "bounding_box_train")
     assert {Path(r.path).name: r.pid for r in splits.train} == train_names
     assert sorted({r.pid for r in splits.train}) == list(range(4))
@@ -163,10 +169,8 @@ def test_query_ids_missing_from_gallery_are_counted_in_a_warning(made, tmp_path)
 
 @pytest.mark.parametrize("sub", [False, True])
 def test_dukemtmc_records_match_the_files(made, sub):
-    root = made["dukemtmc"] / "DukeMTMC-reID" if sub else made["dukemtmc"]
-    splits = load_dataset(root, "dukemtmc")
-    base = made["dukemtmc"] / "DukeMTMC-reID"
-    assert splits.name == "dukemtmc" and splits.root == str(base)
+    splits, base = _load_at(made, "dukemtmc", "DukeMTMC-reID", sub)
+    assert splits.name == "dukemtmc"
     assert {Path(r.path).name: r.pid for r in splits.train} == _relabel_reference(
         base / "bounding_box_train"
     )
@@ -221,10 +225,8 @@ def _list_rows(path: Path) -> list[tuple[str, int]]:
 
 @pytest.mark.parametrize("sub", [False, True])
 def test_msmt17_v1_lists(made, sub):
-    root = made["msmt17"] / "MSMT17_V1" if sub else made["msmt17"]
-    splits = load_dataset(root, "msmt17")
-    base = made["msmt17"] / "MSMT17_V1"
-    assert splits.name == "msmt17-v1" and splits.root == str(base)
+    splits, base = _load_at(made, "msmt17", "MSMT17_V1", sub)
+    assert splits.name == "msmt17-v1"
     train_rows = _list_rows(base / "list_train.txt") + _list_rows(base / "list_val.txt")
     order = {pid: i for i, pid in enumerate(sorted({p for _, p in train_rows}))}
     assert sorted((Path(r.path).name, r.pid) for r in splits.train) == sorted(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from string import Template
 
 import pytest
 
@@ -16,10 +17,10 @@ from kdas.utils.config import load_typed_config
 
 TINY = """
 name = "tiny"
-runs_dir = "{runs}"
+runs_dir = "$runs"
 
 [data]
-root = "{data}"
+root = "$data"
 layout = "market1501"
 [data.synthesize]
 ids = 12
@@ -29,49 +30,21 @@ size = [64, 32]
 junk = 4
 distractors = 4
 
-[teacher.data]
-size = [32, 16]
-p = 4
-k = 2
-num_workers = 0
-[teacher.model]
-name = "resnet18"
-[teacher.optim]
-optimizer = "sgd"
-lr = 0.05
-warmup_epochs = 0
-[teacher.run]
-epochs = 1
-progress = false
+[teacher]
+data = { size = [32, 16], p = 4, k = 2, num_workers = 0 }
+model = { name = "resnet18" }
+optim = { optimizer = "sgd", lr = 0.05, warmup_epochs = 0 }
+run = { epochs = 1, progress = false }
 
-[search.data]
-size = [32, 16]
-p = 4
-k = 2
-batches_per_epoch = 1
-num_workers = 0
-[search.model]
-C = 4
-layers = 3
-reduction_positions = [1]
-steps = 2
-multiplier = 2
-[search.run]
-epochs = 1
-progress = false
+[search]
+data = { size = [32, 16], p = 4, k = 2, batches_per_epoch = 1, num_workers = 0 }
+model = { C = 4, layers = 3, reduction_positions = [1], steps = 2, multiplier = 2 }
+run = { epochs = 1, progress = false }
 
-[student.data]
-size = [32, 16]
-p = 4
-k = 2
-num_workers = 0
-[student.model]
-C = 4
-layers = 3
-reduction_positions = [1]
-[student.run]
-epochs = 1
-progress = false
+[student]
+data = { size = [32, 16], p = 4, k = 2, num_workers = 0 }
+model = { C = 4, layers = 3, reduction_positions = [1] }
+run = { epochs = 1, progress = false }
 
 [export]
 calib_images = 16
@@ -87,7 +60,7 @@ repeats = 2
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     base = tmp_path_factory.mktemp("pipeline")
     config = base / "tiny.toml"
-    config.write_text(TINY.format(runs=base / "runs", data=base / "data"))
+    config.write_text(Template(TINY).substitute(runs=base / "runs", data=base / "data"))
     main(["pipeline", str(config)])
     return config, base / "runs" / "tiny"
 

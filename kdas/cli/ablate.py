@@ -26,6 +26,7 @@ def ablate_command(
     ),
 ) -> None:
     """Search + retrain for each distillation mode and seed; a table (md + csv) and a plot."""
+    from kdas.files import ABLATION_CSV, ABLATION_PLOT, ABLATION_TABLE
     from kdas.search.ablation import AblationConfig, run_ablation, to_markdown
     from kdas.utils.config import load_typed_config
 
@@ -35,10 +36,10 @@ def ablate_command(
         "search": {"data": shared, "teacher": teacher_path, "run": {"epochs": search_epochs}},
         "student": {"data": shared, "teacher": teacher_path, "run": {"epochs": train_epochs}},
         "seeds": seeds,
-        "modes": [m.strip() for m in modes.split(",")] if modes else None,
+        "modes": common.parse_names(modes or None),
         "retrain_kd": retrain_kd,
     }
     cfg = load_typed_config(AblationConfig, config, overrides)
     rows = run_ablation(cfg, out)
     typer.echo(to_markdown(rows))
-    typer.echo(f"-> {out / 'ablation.md'}, {out / 'ablation.csv'}, {out / 'ablation.png'}")
+    typer.echo(f"-> {out / ABLATION_TABLE}, {out / ABLATION_CSV}, {out / ABLATION_PLOT}")

@@ -47,28 +47,27 @@ def _register() -> None:
     from kdas.cli import teacher as teacher_cli
 
     train, deploy, whole = "Train and search", "Deploy", "End to end"
-    app.add_typer(
-        data_cli.app, name="data", help="Synthesise and inspect Re-ID data sets.",
-        rich_help_panel=train,
-    )  # fmt: skip
-    app.add_typer(
-        teacher_cli.app, name="teacher", help="Train the ResNet Re-ID teacher.",
-        rich_help_panel=train,
-    )  # fmt: skip
-    app.command("search", rich_help_panel=train)(search_cli.search_command)
-    app.command("train", rich_help_panel=train)(student_cli.train_command)
-    app.command("eval", rich_help_panel=train)(evaluate_cli.eval_command)
-    app.command("info", rich_help_panel=train)(evaluate_cli.info_command)
-    app.command("ablate", rich_help_panel=train)(ablate_cli.ablate_command)
-    app.command("export", rich_help_panel=deploy)(export_cli.export_command)
-    app.command("parity", rich_help_panel=deploy)(export_cli.parity_command)
-    app.command("bench", rich_help_panel=deploy)(export_cli.bench_command)
-    app.add_typer(
-        index_cli.app, name="index", help="Build, update, query and evaluate a gallery index.",
-        rich_help_panel=deploy,
-    )  # fmt: skip
-    app.command("serve", rich_help_panel=deploy)(serve_cli.serve_command)
-    app.command("pipeline", rich_help_panel=whole)(pipeline_cli.pipeline_command)
+    groups = (  # (name, Typer app, help, help panel)
+        ("data", data_cli.app, "Synthesise and inspect Re-ID data sets.", train),
+        ("teacher", teacher_cli.app, "Train the ResNet Re-ID teacher.", train),
+        ("index", index_cli.app, "Build, update, query and evaluate a gallery index.", deploy),
+    )
+    commands = (  # (name, function, help panel), in the order `kdas --help` lists them
+        ("search", search_cli.search_command, train),
+        ("train", student_cli.train_command, train),
+        ("eval", evaluate_cli.eval_command, train),
+        ("info", evaluate_cli.info_command, train),
+        ("ablate", ablate_cli.ablate_command, train),
+        ("export", export_cli.export_command, deploy),
+        ("parity", export_cli.parity_command, deploy),
+        ("bench", export_cli.bench_command, deploy),
+        ("serve", serve_cli.serve_command, deploy),
+        ("pipeline", pipeline_cli.pipeline_command, whole),
+    )
+    for name, group, text, panel in groups:
+        app.add_typer(group, name=name, help=text, rich_help_panel=panel)
+    for name, function, panel in commands:
+        app.command(name, rich_help_panel=panel)(function)
 
 
 _register()
@@ -99,9 +98,23 @@ def main(argv: list[str] | None = None) -> None:
         typer.echo("interrupted", err=True)
         sys.exit(130)
     except Exception as exc:  # click usage errors carry their own exit codes
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
+        if isinstance(exc, _click_exceptions()):
+            ctx = getattr(exc, "ctx", None)
+            command = ctx.command_path if ctx is not None else "kdas"
+            message = one_line(exc.format_message())
+            typer.secho(f"error: {message} (see `{command} --help`)", fg="red", err=True)
             sys.exit(exc.exit_code)
         raise
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Typer >= 0.25 ships its own copy of click (typer._click); older ones use click itself."""
+    import importlib
+
+    found = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            continue
+    return tuple(found)

@@ -18,7 +18,7 @@ LAYOUT_HELP = common.LAYOUT_HELP
 @app.command("inspect")
 def inspect_command(
     root: Path = typer.Argument(..., help="Data set root folder."),
-    layout: str = typer.Option("market1501", "--layout", "-l", help=LAYOUT_HELP),
+    layout: str = typer.Option(None, "--layout", "-l", help=LAYOUT_HELP),
     variant: str = common.VariantOption,
     merge_val: bool = common.MergeValOption,
     include_distractors: bool = common.DistractorsOption,
@@ -31,7 +31,7 @@ def inspect_command(
     from kdas.data.layouts import load_dataset
 
     options = common.layout_options(variant, merge_val, include_distractors) or {}
-    splits = load_dataset(root, layout, **options)
+    splits = load_dataset(root, **common.given(layout=layout), **options)
     summary = summarize(splits)
     table = Table(title=f"{summary['name']}  ({summary['root']})")
     for column in ("split", "ids", "images", "cameras", "distractors"):
@@ -55,13 +55,13 @@ def inspect_command(
 @app.command("synth")
 def synth_command(
     out: Path = typer.Argument(..., help="Output folder: new, empty, or an earlier synthetic set."),
-    ids: int = typer.Option(100, help="Identities (half train, half test)."),
+    ids: int = typer.Option(None, help="Identities (half train, half test)."),
     cameras: int | None = typer.Option(None, help="Cameras (6 if not given; cuhk03: 2)."),
-    images_per_camera: int = typer.Option(4, help="Pictures of each identity per camera."),
-    size: str = typer.Option("256x128", help="Image size, height x width."),
-    seed: int = typer.Option(0, help="Random seed: the same seed writes the same files."),
+    images_per_camera: int = typer.Option(None, help="Pictures of each identity per camera."),
+    size: str = typer.Option(None, help="Image size, height x width."),
+    seed: int = typer.Option(None, help="Random seed: the same seed writes the same files."),
     layout: str = typer.Option(
-        "market1501", "--layout", "-l", help="market1501, dukemtmc, cuhk03 or msmt17."
+        None, "--layout", "-l", help="market1501 (default), dukemtmc, cuhk03 or msmt17."
     ),
 ) -> None:
     """Write a synthetic pedestrian data set in a real data set's exact layout."""
@@ -69,25 +69,21 @@ def synth_command(
     from kdas.data.synthetic.config import LAYOUT_MAX_CAMERAS
     from kdas.utils.config import from_dict
 
-    if layout not in LAYOUT_MAX_CAMERAS:
+    if layout is not None and layout not in LAYOUT_MAX_CAMERAS:
         raise KdasError(f"--layout must be one of {', '.join(LAYOUT_MAX_CAMERAS)}, got {layout!r}")
     config = from_dict(
         SynthConfig,
-        {
-            "ids": ids,
-            "cameras": cameras,
-            "images_per_camera": images_per_camera,
-            "size": common.parse_size(size),
-            "seed": seed,
-            "layout": layout,
-        },
+        common.given(
+            ids=ids, cameras=cameras, images_per_camera=images_per_camera,
+            size=common.parse_size(size), seed=seed, layout=layout,
+        ),
         where="kdas data synth",
-    )
+    )  # fmt: skip
     root = synthesize(out, config, progress=True)
     summary = _written(root)
-    typer.echo(f"wrote a synthetic {layout} data set to {root}: {summary}")
-    command = ["kdas", "data", "inspect", str(root), "--layout", layout]
-    if layout == "cuhk03":
+    typer.echo(f"wrote a synthetic {config.layout} data set to {root}: {summary}")
+    command = ["kdas", "data", "inspect", str(root), "--layout", config.layout]
+    if config.layout == "cuhk03":
         command += ["--variant", "labeled"]
     typer.echo(f"inspect it with: {shlex.join(command)}")
 
@@ -95,8 +91,8 @@ def synth_command(
 def _written(root: Path) -> str:
     import json
 
-    from kdas.data.synthetic import CONFIG_FILE
+    from kdas.files import SYNTH_CONFIG_FILE
 
-    info = json.loads((root / CONFIG_FILE).read_text(encoding="utf-8"))
+    info = json.loads((root / SYNTH_CONFIG_FILE).read_text(encoding="utf-8"))
     counts = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in info["counts"].items())
     return f"{info['data_folder']}/ with {counts} images, {info['cameras']} cameras"

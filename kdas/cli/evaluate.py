@@ -9,36 +9,33 @@ import typer
 from kdas.cli import common
 
 
+@common.with_options(common.DataSetOptions)
 def eval_command(
+    *,
+    shared: common.DataSetOptions,
     model_dir: Path = typer.Argument(..., help="A model folder (teacher or student)."),
-    data: str = typer.Option(..., "--data", help=common.DATA_HELP),
-    layout: str = typer.Option("market1501", "--layout", help=common.LAYOUT_HELP),
     out: Path = typer.Option(
         None, "--out", help="Where to write results (default MODEL_DIR/eval)."
     ),
     rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking."),
     flip: bool = typer.Option(False, "--flip", help="Average with the flipped image's feature."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32 or bf16."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    device: str = typer.Option("auto", "--device"),
-    variant: str = common.VariantOption,
-    merge_val: bool = common.MergeValOption,
-    distractors: bool = common.DistractorsOption,
+    precision: str = typer.Option(None, "--precision", help=common.PRECISION_HELP),
+    batch_size: int = typer.Option(None, "--batch-size"),
+    device: str = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),
 ) -> None:
     """Rank-1/5/10, mAP and mINP of a model; writes metrics.json, a rank list and a CMC plot."""
     from kdas.engine.evaluate import evaluate_artifact
 
     result = evaluate_artifact(
         model_dir,
-        data,
-        layout,
+        shared.data,
         out_dir=out,
-        options=common.layout_options(variant, merge_val, distractors) or {},
+        options=shared.layout_options() or {},
         rerank=rerank,
         flip=flip,
-        precision=precision,
-        batch_size=batch_size,
-        device=device,
+        **common.given(
+            layout=shared.layout, precision=precision, batch_size=batch_size, device=device
+        ),
     )
     m = result["metrics"]
     typer.echo(

@@ -19,35 +19,11 @@ LayoutOption = typer.Option(None, "--layout", "--data-layout", help=common.LAYOU
 BatchOption = typer.Option(None, "--batch-size", help="Images per inference call.")
 
 
-def _progress(description: str) -> Any:
-    """A rich progress bar that shows images per second."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
-
-    class RateColumn(ProgressColumn):
-        def render(self, task: Any) -> Text:
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:.1f} images/s" if speed else "- images/s", style="cyan")
-
-    return Progress(
-        TextColumn(description),
-        BarColumn(),
-        MofNCompleteColumn(),
-        RateColumn(),
-        TimeRemainingColumn(),
-    )
-
-
 def _embed_with_progress(description: str, total: int | None, work: Any) -> Any:
     """Run `work(callback)`; the callback's (done, total) drive a progress bar."""
-    with _progress(description) as progress:
+    from kdas.progress import make_progress
+
+    with make_progress(rate="images") as progress:
         task = progress.add_task(description, total=total)
         return work(lambda done, count: progress.update(task, completed=done, total=count))
 
@@ -59,11 +35,6 @@ def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any])
     if layout is not None:
         return list(load_dataset(gallery, layout, **options).gallery)
     return folder.folder_records(gallery)
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user set; the library fills in its defaults for the others."""
-    return {name: value for name, value in options.items() if value is not None}
 
 
 @app.command("build")
@@ -95,11 +66,11 @@ def build_command(
     records = _gallery_records(
         gallery, layout, common.layout_options(variant, merge_val, distractors) or {}
     )
-    params = _given(
+    params = common.given(
         storage=storage, nlist=nlist, nprobe=nprobe, m=m, ef_search=ef_search,
         ef_construction=ef_construction,
     )  # fmt: skip
-    options = _given(index_type=index_type, batch_size=batch_size, device=device)
+    options = common.given(index_type=index_type, batch_size=batch_size, device=device)
     index = _embed_with_progress(
         "embedding gallery",
         len(records),
@@ -127,7 +98,7 @@ def add_command(
         "embedding images",
         len(records),
         lambda progress: add_to_index(
-            index, records, progress=progress, **_given(batch_size=batch_size)
+            index, records, progress=progress, **common.given(batch_size=batch_size)
         ),
     )
     typer.echo(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}) to {index}")
@@ -185,7 +156,7 @@ def query_command(
         raise KdasError("--exclude-same-camera needs --camid or Market-style query names")
     results = query_index(
         index, images, query_camids=cams if exclude_same_camera else None,
-        exclude_same_camera=exclude_same_camera, rerank=rerank, **_given(k=k),
+        exclude_same_camera=exclude_same_camera, rerank=rerank, **common.given(k=k),
     )  # fmt: skip
     table = Table("query", "rank", "score", "id", "pid", "cam", "path")
     for result in results:
@@ -222,7 +193,7 @@ def eval_command(
         None,
         lambda progress: evaluate_index_on_dataset(
             index, data, options=options, out=out, progress=progress,
-            **_given(layout=layout, batch_size=batch_size, depth=depth),
+            **common.given(layout=layout, batch_size=batch_size, depth=depth),
         ),
     )  # fmt: skip
     metrics = result["metrics"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from kdas.cli import common
+
 
 def pipeline_command(
     config: Path = typer.Argument(
@@ -28,7 +30,7 @@ def pipeline_command(
     overrides = {
         "name": name,
         "runs_dir": runs_dir,
-        "stages": [s.strip() for s in stages.split(",")] if stages else None,
+        "stages": common.parse_names(stages or None),
     }
     cfg = load_typed_config(PipelineConfig, config, overrides)
     run_pipeline(cfg, STAGE_FUNCTIONS, force=force, resume=resume)

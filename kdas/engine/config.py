@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kdas.constants import DEFAULT_INPUT_SIZE
+from kdas.constants import DEFAULT_INPUT_SIZE, DEFAULT_LAYOUT, AutocastPrecision
 from kdas.losses.config import LossConfig
 from kdas.losses.distillation import KDSchedule
 from kdas.models.spec import StudentArch, TeacherArch
@@ -18,7 +18,7 @@ from kdas.models.spec import StudentArch, TeacherArch
 @dataclass
 class DataConfig:
     root: str = ""
-    layout: str = "market1501"
+    layout: str = DEFAULT_LAYOUT
     options: dict[str, Any] = field(default_factory=dict)  # layout options (variant, merge_val...)
     size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (height, width)
     p: int = 8  # identities per batch
@@ -51,7 +51,7 @@ class RunConfig:
     epochs: int = 60
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16 autocast on CPU or CUDA, fp16 CUDA
+    precision: AutocastPrecision = "fp32"  # bf16 autocast on CPU or CUDA, fp16 CUDA
     channels_last: bool | None = None  # None: on CUDA only
     threads: int | None = None  # torch intra-op threads on CPU
     eval_every: int = 10  # 0: evaluate once, at the end

@@ -8,9 +8,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.data.records import ImageRecord, ReIDSplits
 from kdas.engine.distributed import DistContext, broadcast_object, gather_arrays
 from kdas.engine.precision import autocast_dtype, check_precision, resolve_device
+from kdas.files import CMC_PLOT, EVAL_DIR, METRICS_FILE, RANK_LIST_PLOT
 from kdas.utils.atomic import atomic_write_json
 
 
@@ -93,7 +95,7 @@ def evaluate_model(
 def evaluate_artifact(
     model_dir: str | Path,
     data_root: str,
-    layout: str,
+    layout: str = DEFAULT_LAYOUT,
     out_dir: str | Path | None = None,
     options: dict[str, Any] | None = None,
     rerank: bool = False,
@@ -130,7 +132,7 @@ def evaluate_artifact(
         for records in (splits.query, splits.gallery)
     ]
     result, distmat = evaluate_features(*feats, rerank=rerank)
-    out = Path(out_dir) if out_dir else Path(model_dir) / "eval"
+    out = Path(out_dir) if out_dir else Path(model_dir) / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": str(model_dir),
@@ -145,7 +147,7 @@ def evaluate_artifact(
         "cmc": [float(v) for v in result.cmc],
         "out_dir": str(out),
     }
-    atomic_write_json(out / "metrics.json", report)
-    plot_rank_list(distmat, splits.query, splits.gallery, out / "rank_list.png")
-    plot_cmc({loaded.spec.kind: result.cmc}, out / "cmc.png")
+    atomic_write_json(out / METRICS_FILE, report)
+    plot_rank_list(distmat, splits.query, splits.gallery, out / RANK_LIST_PLOT)
+    plot_cmc({loaded.spec.kind: result.cmc}, out / CMC_PLOT)
     return report

@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from kdas.files import METRICS_FILE
 from kdas.models.artifacts import read_artifact_config
 
 
@@ -22,7 +23,7 @@ def describe_model(model_dir: str | Path) -> dict[str, Any]:
 
         loaded = load_model(str(model_dir))
         facts.update(model_facts(loaded.model, tuple(loaded.spec.input_size)))
-    metrics_path = model_dir / "metrics.json"
+    metrics_path = model_dir / METRICS_FILE
     metrics = None
     if metrics_path.is_file():
         import json

@@ -1,4 +1,6 @@
-"""What a long job tells its user: a JSONL log per epoch and a rich progress bar."""
+"""The JSONL log of a long job: one line per epoch, safe against a crash mid-write.
+
+The console and progress bars live in `kdas.progress`."""
 
 from __future__ import annotations
 
@@ -7,19 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-
 from kdas.utils.atomic import atomic_write_text
-
-console = Console(stderr=True)
 
 
 class JsonlLog:
@@ -50,17 +40,3 @@ class JsonlLog:
         """On resume, drop the lines of epochs that will be run again."""
         kept = [r for r in self.read() if r.get("epoch", -1) < epoch]
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
-
-
-def make_progress(enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not (enabled and console.is_terminal),  # no bar redraws in logs or CI
-        transient=True,
-    )

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import torch
 
+from kdas.constants import AUTOCAST_PRECISIONS
 from kdas.errors import BackendUnavailable, KdasError
 
 
@@ -25,8 +26,8 @@ def resolve_device(name: str = "auto") -> torch.device:
 def check_precision(precision: str, device: torch.device) -> None:
     if precision == "fp16" and device.type != "cuda":
         raise KdasError("precision fp16 needs a CUDA device; on CPU use bf16 or fp32")
-    if precision not in ("fp32", "bf16", "fp16"):
-        raise KdasError(f"unknown precision {precision!r} (fp32, bf16 or fp16)")
+    if precision not in AUTOCAST_PRECISIONS:
+        raise KdasError(f"unknown precision {precision!r} ({', '.join(AUTOCAST_PRECISIONS)})")
 
 
 def autocast_dtype(precision: str) -> torch.dtype | None:

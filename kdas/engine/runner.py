@@ -34,7 +34,7 @@ from kdas.engine.distributed import (
     gather_objects,
     setup_distributed,
 )
-from kdas.engine.logs import JsonlLog, console, make_progress
+from kdas.engine.logs import JsonlLog
 from kdas.engine.precision import check_precision
 from kdas.errors import KdasError
 from kdas.files import (
@@ -46,6 +46,7 @@ from kdas.files import (
     TRAIN_LOG,
     WEIGHTS_FILE,
 )
+from kdas.progress import console, make_progress
 
 # What `--force` clears from a stage folder before it starts again.
 STAGE_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, TRAIN_LOG, CHECKPOINT_DIR, GENOTYPE_FILE)

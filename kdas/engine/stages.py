@@ -14,7 +14,6 @@ import torch
 from kdas.data.records import ReIDSplits
 from kdas.engine.config import DataConfig, StudentTrainConfig, TeacherTrainConfig
 from kdas.engine.distributed import DistContext, barrier
-from kdas.engine.logs import console
 from kdas.engine.runner import EpochRunner
 from kdas.engine.trainer import TrainResult, fit
 from kdas.errors import KdasError
@@ -23,6 +22,7 @@ from kdas.losses import ReIDObjective
 from kdas.models.artifacts import save_model_artifact
 from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec
+from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
 

@@ -29,6 +29,7 @@ from kdas.errors import KdasError
 from kdas.evaluation.distances import compute_distance_matrix
 from kdas.evaluation.metrics import RankResult, evaluate_rank
 from kdas.evaluation.rerank import rerank as k_reciprocal_rerank
+from kdas.progress import make_progress
 from kdas.utils.atomic import atomic_output_path
 
 _CACHE_FORMAT = "kdas-features-1"
@@ -132,27 +133,6 @@ def _save_cache(path: Path, key: str, feats: Features) -> None:
         )
 
 
-def _progress(enabled: bool):
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        disable=not enabled,
-        transient=True,
-    )
-
-
 def _embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     out = model(images)
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[0] != images.shape[0]:
@@ -214,7 +194,7 @@ def extract_features(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), autocast, _progress(progress) as bar:
+        with torch.inference_mode(), autocast, make_progress(progress) as bar:
             task = bar.add_task("extracting features", total=len(records))
             for images, _, _, index in loader:
                 images = images.to(device, non_blocking=True)

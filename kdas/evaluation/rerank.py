@@ -30,10 +30,12 @@ measured peaks are in docs/benchmarks.md (under 1 GB above the inputs at Market-
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import sparse
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 from kdas.errors import KdasError
 from kdas.evaluation._arrays import all_finite, as_float_matrix
@@ -79,6 +81,8 @@ def rerank(
     recip = _reciprocal(nn[:, :k_fwd])
     recip_half = _reciprocal(nn[:, :k_half])
     rows, cols = _expanded_sets(nn[:, :k_fwd], recip, nn[:, :k_half], recip_half)
+
+    from scipy import sparse  # here, so the runtime's import of kdas.evaluation stays light
 
     weights = np.exp(-_normalised(qq, qg, gg, scale, rows, cols).astype(np.float64))
     weights /= np.bincount(rows, weights=weights, minlength=total)[rows]
@@ -228,6 +232,8 @@ def _normalised(qq, qg, gg, scale, rows: np.ndarray, cols: np.ndarray) -> np.nda
 
 def _combine(v: sparse.csr_array, qg: np.ndarray, scale: np.ndarray, lam: float) -> np.ndarray:
     """(1 - lambda) Jaccard + lambda d for query rows x gallery columns, a few rows at a time."""
+    from scipy import sparse
+
     num_q, num_g = qg.shape
     vq = v[:num_q]
     vg = sparse.csc_array(v[num_q:])

@@ -7,15 +7,12 @@ from __future__ import annotations
 
 from kdas.utils.lazy import lazy_getattr
 
-_EXPORTS = {
-    "export_onnx": "kdas.export.onnx_export",
-    "convert_fp16": "kdas.export.fp16",
-    "quantize_int8": "kdas.export.quantize",
-    "build_engine": "kdas.export.tensorrt_build",
-    "export_model": "kdas.export.api",
-    "check_parity": "kdas.export.parity",
+_EXPORTS = {  # name: the module that defines it
+    "export_model": "kdas.export.api", "export_onnx": "kdas.export.onnx_export",
+    "convert_fp16": "kdas.export.fp16", "quantize_int8": "kdas.export.quantize",
+    "build_engine": "kdas.export.tensorrt_build", "check_parity": "kdas.export.parity",
     "run_bench": "kdas.export.bench",
-}
+}  # fmt: skip
 
 __all__ = sorted(_EXPORTS)
 

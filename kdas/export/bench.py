@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from kdas import __version__
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.errors import BackendUnavailable, KdasError
 from kdas.export import measure
 from kdas.export.backends import BACKEND_NOTES, BACKENDS, make_runner
+from kdas.files import BENCH_FILE, BENCH_PLOT, BENCH_TABLE, EXPORT_DIR
 from kdas.utils.atomic import atomic_write_json
 
 MODEL_ROLES = ("student", "teacher")
@@ -33,7 +35,10 @@ MODEL_ROLES = ("student", "teacher")
 
 @dataclass
 class BenchConfig:
-    backends: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8", "tensorrt")
+    """How `kdas bench` measures: the one home of the bench defaults (the CLI passes only what
+    the user set; the pipeline's bench stage overrides a few for a short demo)."""
+
+    backends: tuple[str, ...] = BACKENDS
     batches: tuple[int, ...] = (1, 8, 32)
     size: tuple[int, int] | None = None  # (H, W); None: the student's (else teacher's) size
     repeats: int = 20
@@ -41,7 +46,7 @@ class BenchConfig:
     max_seconds: float = 30.0  # per (model, backend, batch): stop early after 3 timed runs
     threads: int | None = None  # torch threads and ORT intra-op threads; None: their defaults
     calib_data: str | None = None  # INT8 calibration data set; None: a small synthetic one
-    calib_layout: str = "market1501"
+    calib_layout: str = DEFAULT_LAYOUT
     calib_images: int = 64
     exporter: str = "auto"
     profile_batch: int | None = None  # ORT per-op profile of the onnx backends at this batch
@@ -62,19 +67,11 @@ class BenchConfig:
 
 
 def _machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import onnxruntime
     import torch
 
     return {
-        "cpu": cpu,
+        "cpu": measure.cpu_name(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -119,11 +116,9 @@ def _calibration(cfg: BenchConfig, work: Path, size: tuple[int, int]) -> tuple[l
         return paths, f"{cfg.calib_layout} data set {cfg.calib_data}"
     from kdas.data.synthetic import SynthConfig, synthesize
 
-    root = synthesize(
-        work / "calibration-data",
-        SynthConfig(ids=8, cameras=2, images_per_camera=4, size=size, seed=cfg.seed),
-    )
-    paths = calibration_paths(root, "market1501", cfg.calib_images)
+    synth = SynthConfig(ids=8, cameras=2, images_per_camera=4, size=size, seed=cfg.seed)
+    root = synthesize(work / "calibration-data", synth)
+    paths = calibration_paths(root, synth.layout, cfg.calib_images)
     return paths, f"synthetic ({len(paths)} images, kdas.data.synthetic)"
 
 
@@ -244,9 +239,9 @@ def run_bench(
     ({"onnx": path, "onnx-int8": path}) made at the benchmark's input size.
     """
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from kdas.export.report import write_markdown, write_plot
+    from kdas.progress import make_progress
 
     cfg = config or BenchConfig()
     cfg.validate()
@@ -254,7 +249,7 @@ def run_bench(
     if not models:
         raise KdasError("give at least one model folder: --student and/or --teacher")
     # default: the run's export folder, beside the exported files (runs/NAME/export)
-    out = Path(out) if out else Path(next(iter(models.values()))).resolve().parent / "export"
+    out = Path(out) if out else Path(next(iter(models.values()))).resolve().parent / EXPORT_DIR
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -279,10 +274,7 @@ def run_bench(
                 return calibration["paths"]
 
             total = len(models) * len(cfg.backends) * len(cfg.batches)
-            with Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                disable=not progress, transient=True,
-            ) as bar:  # fmt: skip
+            with make_progress(progress) as bar:
                 task = bar.add_task("benchmarking", total=total)
                 for role, model_dir in models.items():
                     bar.update(task, description=f"exporting {role}")
@@ -326,8 +318,8 @@ def run_bench(
         "profiles": profiles,
     }
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / "bench.json", result)
-    write_markdown(result, out / "bench.md")
-    write_plot(result, out / "bench.png")
+    atomic_write_json(out / BENCH_FILE, result)
+    write_markdown(result, out / BENCH_TABLE)
+    write_plot(result, out / BENCH_PLOT)
     result["written_to"] = str(out)
     return result

@@ -10,9 +10,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.errors import KdasError
 from kdas.runtime.model_meta import EmbeddingModelInfo
 from kdas.runtime.preprocess import preprocess_batch
+
+CALIBRATION_IMAGES = 256  # training images INT8 ranges are calibrated on, by default
 
 
 def pick_evenly(paths: list[str], count: int) -> list[str]:
@@ -28,8 +31,8 @@ def pick_evenly(paths: list[str], count: int) -> list[str]:
 
 def calibration_paths(
     data_root: str | os.PathLike[str],
-    layout: str = "market1501",
-    count: int = 256,
+    layout: str = DEFAULT_LAYOUT,
+    count: int = CALIBRATION_IMAGES,
     options: dict | None = None,
 ) -> list[str]:
     """Image paths from the training split of a data set (the test split stays unseen)."""

@@ -28,6 +28,20 @@ if TYPE_CHECKING:
 _FLOAT, _FLOAT16 = 1, 10  # onnx.TensorProto data types
 
 
+def _cast_to(node: onnx.NodeProto, dtype: int) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == dtype for a in node.attribute)
+
+
+def _rename_all(nodes: list[onnx.NodeProto], rename: dict[str, str]) -> None:
+    """Point every input and output through `rename` (followed to its end)."""
+    for node in nodes:
+        for field in (node.input, node.output):
+            for i, name in enumerate(field):
+                while name in rename:
+                    name = rename[name]
+                field[i] = name
+
+
 def _drop_cast_round_trips(model: onnx.ModelProto, fp32_nodes: set[str]) -> int:
     """Remove float32 -> float16 -> float32 Cast pairs after the nodes kept in float32.
 
@@ -43,19 +57,14 @@ def _drop_cast_round_trips(model: onnx.ModelProto, fp32_nodes: set[str]) -> int:
             consumers.setdefault(name, []).append(node)
     outputs = {o.name for o in graph.output}
 
-    def cast_to(node, dtype: int) -> bool:
-        return node.op_type == "Cast" and any(
-            a.name == "to" and a.i == dtype for a in node.attribute
-        )
-
     removed: set[str] = set()
     rename: dict[str, str] = {}
     for down in graph.node:
         source = producers.get(down.input[0]) if down.input else None
-        if not cast_to(down, _FLOAT16) or source is None or source.name not in fp32_nodes:
+        if not _cast_to(down, _FLOAT16) or source is None or source.name not in fp32_nodes:
             continue
         ups = consumers.get(down.output[0], [])
-        if down.output[0] in outputs or not ups or not all(cast_to(u, _FLOAT) for u in ups):
+        if down.output[0] in outputs or not ups or not all(_cast_to(u, _FLOAT) for u in ups):
             continue
         removed.add(down.name)
         for up in ups:
@@ -65,12 +74,7 @@ def _drop_cast_round_trips(model: onnx.ModelProto, fp32_nodes: set[str]) -> int:
             else:
                 rename[up.output[0]] = down.input[0]
     kept = [node for node in graph.node if node.name not in removed]
-    for node in kept:
-        for field in (node.input, node.output):
-            for i, name in enumerate(field):
-                while name in rename:
-                    name = rename[name]
-                field[i] = name
+    _rename_all(kept, rename)
     del graph.node[:]
     graph.node.extend(kept)
     return len(removed)

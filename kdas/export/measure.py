@@ -22,6 +22,19 @@ _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (else what `platform` knows)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 @dataclass
 class Timing:
     p50_ms: float
@@ -31,9 +44,7 @@ class Timing:
     runs: int
 
 
-def time_calls(
-    fn: Callable[[], Any], warmup: int = 3, repeats: int = 20, max_seconds: float = 30.0
-) -> Timing:
+def time_calls(fn: Callable[[], Any], warmup: int, repeats: int, max_seconds: float) -> Timing:
     """Call `fn` `warmup` times untimed, then up to `repeats` times timed (stopping early once
     `max_seconds` have passed, after at least 3 timed calls)."""
     for _ in range(warmup):

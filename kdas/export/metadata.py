@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 def model_info(

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from kdas import __version__
+from kdas.constants import ONNX_OPSET, ONNX_OPSET_RANGE
 from kdas.errors import KdasError
 from kdas.export.graph import import_onnx, name_nodes, save_single_file
 from kdas.export.metadata import INPUT_NAME, OUTPUT_NAME, model_info, write_metadata
+from kdas.files import EXPORT_DIR, ONNX_SUFFIXES
 
 if TYPE_CHECKING:
     import onnx
@@ -51,9 +53,11 @@ class EmbeddingGraph(nn.Module):
         return features / norm.clamp_min(L2_EPS)
 
 
-def default_output(model_dir: str | os.PathLike[str], kind: str, suffix: str = ".onnx") -> Path:
+def default_output(
+    model_dir: str | os.PathLike[str], kind: str, suffix: str = ONNX_SUFFIXES["fp32"]
+) -> Path:
     """runs/NAME/<stage>/ -> runs/NAME/export/<kind><suffix> (architecture.md's layout)."""
-    return Path(model_dir).resolve().parent / "export" / f"{kind}{suffix}"
+    return Path(model_dir).resolve().parent / EXPORT_DIR / f"{kind}{suffix}"
 
 
 def _check_exporter(exporter: str) -> str:
@@ -96,7 +100,7 @@ def export_graph(
     input_size: tuple[int, int],
     path: str | os.PathLike[str],
     exporter: str = "auto",
-    opset: int = 18,
+    opset: int = ONNX_OPSET,
 ) -> tuple[onnx.ModelProto, str]:
     """Export `net` (an eval-mode Re-ID model) + L2 normalisation; returns (model, exporter used).
 
@@ -125,7 +129,7 @@ def export_graph(
 def export_onnx(
     model_dir: str | os.PathLike[str],
     out: str | os.PathLike[str] | None = None,
-    opset: int = 18,
+    opset: int = ONNX_OPSET,
     exporter: str = "auto",
     input_size: tuple[int, int] | None = None,
 ) -> Path:
@@ -136,8 +140,11 @@ def export_onnx(
     """
     from kdas.models import load as load_model
 
-    if not 13 <= opset <= 23:
-        raise KdasError(f"opset {opset} is outside the supported range 13..23 (default 18)")
+    low, high = ONNX_OPSET_RANGE
+    if not low <= opset <= high:
+        raise KdasError(
+            f"opset {opset} is outside the supported range {low}..{high} (default {ONNX_OPSET})"
+        )
     loaded = load_model(str(model_dir))
     size = tuple(input_size) if input_size else tuple(loaded.spec.input_size)
     info = model_info(loaded, size)

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.errors import KdasError
+from kdas.files import PARITY_FILE
 from kdas.utils.atomic import atomic_write_json
 
 THRESHOLDS: dict[str, tuple[str, str, float]] = {
@@ -124,7 +126,7 @@ def check_parity(
     model_dir: str | os.PathLike[str],
     exported: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
-    layout: str = "market1501",
+    layout: str = DEFAULT_LAYOUT,
     options: dict[str, Any] | None = None,
     num_images: int | None = None,
     out: str | os.PathLike[str] | None = None,
@@ -205,7 +207,7 @@ def check_parity(
         "passed": all(c["passed"] for c in checks),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    target = Path(out) if out else exported.parent / "parity.json"
+    target = Path(out) if out else exported.parent / PARITY_FILE
     write_keyed(target, exported.name, report)
     report["written_to"] = str(target)
     return report
@@ -238,3 +240,15 @@ def render_parity(report: dict[str, Any]) -> None:
         f"{report['num_query']} queries x {report['num_gallery']} gallery, "
         f"backend {report['backend']} -> {report['written_to']}"
     )
+
+
+def require_passed(report: dict[str, Any]) -> None:
+    """Raise KdasError (exit code 1) naming every failed check of the report."""
+    failed = [c for c in report["checks"] if not c["passed"]]
+    if failed:
+        raise KdasError(
+            "parity failed: "
+            + "; ".join(
+                f"{c['name']} = {c['value']} (needs {c['op']} {c['limit']})" for c in failed
+            )
+        )

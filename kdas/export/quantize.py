@@ -21,6 +21,7 @@ from kdas.export.graph import import_onnx, name_nodes, normalization_tail, save_
 from kdas.export.metadata import read_metadata, with_precision, write_metadata
 
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+DEFAULT_CALIBRATION_METHOD = "minmax"  # the one without the memory limit below
 # onnxruntime's histogram calibrators (entropy, percentile) keep every activation of every
 # calibration image in memory until the end: 256 images of a C=64 student at 256x128 went past
 # 23 GB. MinMax keeps only per-batch minima and maxima, so it has no such limit. (Its
@@ -69,7 +70,7 @@ def quantize_int8(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     calibration_paths: list[str],
-    method: str = "minmax",
+    method: str = DEFAULT_CALIBRATION_METHOD,
     batch_size: int = 16,
 ) -> Path:
     """Quantize an fp32 kdas ONNX file to INT8 (QDQ) with the given calibration images.

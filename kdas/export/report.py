@@ -153,3 +153,16 @@ def write_plot(result: dict[str, Any], path: str | Path) -> Path:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return Path(path)
+
+
+def render_bench(result: dict[str, Any]) -> None:
+    """The bench table on the terminal, and where the files went."""
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    from kdas.files import BENCH_FILE, BENCH_PLOT, BENCH_TABLE
+
+    target = Path(result["written_to"])
+    Console().print(Markdown((target / BENCH_TABLE).read_text()))
+    ok = sum(r["status"] == "ok" for r in result["results"])
+    print(f"{ok} measurements -> {target}/{BENCH_FILE}, {BENCH_TABLE}, {BENCH_PLOT}")

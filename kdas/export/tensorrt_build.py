@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from kdas.constants import EXPORT_PRECISIONS
 from kdas.errors import BackendUnavailable, KdasError
 from kdas.export.calibration import CalibrationBatches
 from kdas.export.graph import import_onnx
@@ -22,7 +23,15 @@ from kdas.export.metadata import read_metadata, with_precision
 from kdas.runtime.tensorrt_engine import cuda_check, import_tensorrt_backends, sidecar_candidates
 from kdas.utils.atomic import atomic_write_bytes, atomic_write_json
 
-TRT_PRECISIONS = ("fp32", "fp16", "int8")
+PROFILE_BATCHES = (1, 8, 32)  # the engine's optimization profile: (min, opt, max) batch
+
+
+def profile_up_to(max_batch: int) -> tuple[int, int, int]:
+    """The default profile cut or stretched to end at `max_batch`."""
+    if max_batch < 1:
+        raise KdasError(f"--max-batch must be at least 1, got {max_batch}")
+    low, opt, _ = PROFILE_BATCHES
+    return low, min(opt, max_batch), max_batch
 
 
 def require_tensorrt() -> tuple[Any, Any]:
@@ -83,7 +92,7 @@ def build_engine(
     out: str | os.PathLike[str],
     precision: str = "fp16",
     calibration_paths: list[str] | None = None,
-    batch_sizes: tuple[int, int, int] = (1, 8, 32),
+    batch_sizes: tuple[int, int, int] = PROFILE_BATCHES,
     workspace_gb: float = 4.0,
     calibration_cache: str | os.PathLike[str] | None = None,
 ) -> Path:
@@ -92,8 +101,8 @@ def build_engine(
     `batch_sizes` is the optimization profile (min, opt, max batch). INT8 without QDQ nodes
     in the graph needs `calibration_paths` (training images).
     """
-    if precision not in TRT_PRECISIONS:
-        raise KdasError(f"unknown TensorRT precision {precision!r}: use {TRT_PRECISIONS}")
+    if precision not in EXPORT_PRECISIONS:
+        raise KdasError(f"unknown TensorRT precision {precision!r}: use {EXPORT_PRECISIONS}")
     low, opt, high = batch_sizes
     if not 1 <= low <= opt <= high:
         raise KdasError(f"batch profile must satisfy 1 <= min <= opt <= max, got {batch_sizes}")

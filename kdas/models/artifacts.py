@@ -16,15 +16,13 @@ from safetensors.torch import load_file, save_file
 
 from kdas import __version__
 from kdas.errors import KdasError
+from kdas.files import CONFIG_FILE, WEIGHTS_FILE
 from kdas.models.builder import build_model
 from kdas.models.head import ReIDModel
 from kdas.models.spec import ModelSpec
 from kdas.utils.atomic import atomic_output_path, atomic_write_json
 from kdas.utils.config import from_dict, to_dict
 from kdas.utils.hashing import sha256_file
-
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
 
 
 @dataclass

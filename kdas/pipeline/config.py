@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from kdas.constants import DEFAULT_LAYOUT, ONNX_OPSET, ExportPrecision
 from kdas.data.synthetic import SynthConfig
 from kdas.engine.config import StudentTrainConfig, TeacherTrainConfig
+from kdas.export.bench import BenchConfig
+from kdas.export.calibration import CALIBRATION_IMAGES
 from kdas.runtime.faiss_backend import DEFAULT_INDEX_TYPE
 from kdas.search.config import SearchConfig
 
@@ -27,7 +30,7 @@ STAGES = (
 @dataclass
 class DataStageConfig:
     root: str = "data/market1501"
-    layout: str = "market1501"
+    layout: str = DEFAULT_LAYOUT
     options: dict[str, Any] = field(default_factory=dict)
     synthesize: SynthConfig | None = None  # write a synthetic set at `root` when it is missing
 
@@ -40,11 +43,11 @@ class EvaluateStageConfig:
 
 @dataclass
 class ExportStageConfig:
-    opset: int = 18
+    opset: int = ONNX_OPSET
     int8: bool = True  # CPU: static QDQ INT8 calibrated on training images
-    calib_images: int = 256
+    calib_images: int = CALIBRATION_IMAGES
     fp16: bool = False  # for GPUs
-    tensorrt: Literal["off", "fp32", "fp16", "int8"] = "off"
+    tensorrt: Literal["off", ExportPrecision] = "off"
 
 
 @dataclass
@@ -54,10 +57,14 @@ class ParityStageConfig:
 
 @dataclass
 class BenchStageConfig:
-    backends: tuple[str, ...] = ("torch", "torch-bf16", "onnx", "onnx-int8")
+    """The bench stage: `kdas bench`'s defaults (BenchConfig) with two overrides, so a run ends
+    soon on a CPU: no TensorRT (it needs a GPU, and would only be listed as absent) and no
+    batch of 32 (the teacher's slowest measurement). Set either here to bring them back."""
+
+    backends: tuple[str, ...] = tuple(b for b in BenchConfig.backends if b != "tensorrt")
     batch: tuple[int, ...] = (1, 8)
-    repeats: int = 20
-    threads: int | None = None
+    repeats: int = BenchConfig.repeats
+    threads: int | None = BenchConfig.threads
 
 
 @dataclass

@@ -17,6 +17,19 @@ from rich.console import Console
 from rich.table import Table
 
 from kdas import __version__
+from kdas.files import (
+    ALPHAS_PLOT,
+    BENCH_FILE,
+    BENCH_PLOT,
+    CELL_PLOTS,
+    CMC_PLOT,
+    CONFIG_FILE,
+    GENOTYPE_FILE,
+    METRICS_FILE,
+    PARITY_FILE,
+    RANK_LIST_PLOT,
+    SCHEDULE_PLOT,
+)
 from kdas.pipeline.runner import StageContext, read_state
 from kdas.utils.atomic import atomic_write_text
 
@@ -82,15 +95,15 @@ def _bench_row(bench: dict[str, Any] | None, role: str, backend: str, batch: int
 def collect(ctx: StageContext) -> dict[str, Any]:
     """Every number the report and the terminal summary show, from the files on disk."""
     paths = ctx.paths
-    configs = {k: _read_json(getattr(paths, k) / "config.json") for k in ("teacher", "student")}
+    configs = {k: _read_json(getattr(paths, k) / CONFIG_FILE) for k in ("teacher", "student")}
     return {
         "state": read_state(paths),
         "data": ctx.results.get("data"),
-        "eval": {k: _read_json(paths.eval / k / "metrics.json") for k in ("teacher", "student")},
+        "eval": {k: _read_json(paths.eval / k / METRICS_FILE) for k in ("teacher", "student")},
         "configs": configs,
-        "genotype": _read_json(paths.search / "genotype.json"),
-        "bench": _read_json(paths.export / "bench.json"),
-        "parity": _read_json(paths.export / "parity.json"),
+        "genotype": _read_json(paths.search / GENOTYPE_FILE),
+        "bench": _read_json(paths.export / BENCH_FILE),
+        "parity": _read_json(paths.export / PARITY_FILE),
         "index": ctx.results.get("index"),
     }
 
@@ -153,14 +166,14 @@ def _search_section(paths: Any, genotype: dict[str, Any] | None) -> str:
         "<h2>Search</h2>"
         "<p>Distillation schedule: the temperature T the paper lowers to 0, the temperature the "
         "softmax actually uses (never below 1) and the teacher's weight w.</p>"
-        + _image(paths.search / "schedule.png", "T and w schedule")
+        + _image(paths.search / SCHEDULE_PLOT, "T and w schedule")
         + "<p>softmax(α) of every edge over the search epochs.</p>"
-        + _image(paths.search / "alphas.png", "alpha over epochs")
+        + _image(paths.search / ALPHAS_PLOT, "alpha over epochs")
         + f"<p>Normal cell: <code>{html.escape(cell('normal'))}</code><br>"
         f"Reduction cell: <code>{html.escape(cell('reduce'))}</code></p>"
         + '<div class="grid">'
-        + _image(paths.search / "cell_normal.png", "normal cell")
-        + _image(paths.search / "cell_reduce.png", "reduction cell")
+        + _image(paths.search / CELL_PLOTS["normal"], "normal cell")
+        + _image(paths.search / CELL_PLOTS["reduce"], "reduction cell")
         + "</div>"
     )
 
@@ -193,7 +206,7 @@ def _deployment_section(paths: Any, bench: dict[str, Any] | None) -> str:
         f"{machine.get('cores')} cores, input {bench['size'][0]}×{bench['size'][1]}, "
         f"fp32 matmul peak {_num(bench['peak_gflops']['fp32'], '.0f')} GFLOP/s (the FLOP floor "
         "of a model is its FLOPs at this peak).</p>"
-        + _image(paths.export / "bench.png", "latency per backend")
+        + _image(paths.export / BENCH_PLOT, "latency per backend")
         + _table(
             [
                 "model",
@@ -281,9 +294,9 @@ def write_report(ctx: StageContext) -> Path:
     teacher_eval = facts["eval"].get("teacher") or {}
     student_eval = facts["eval"].get("student") or {}
     rank_lists = "".join(
-        f"<h3>{role}</h3>" + _image(paths.eval / role / "rank_list.png", f"{role} rank list")
+        f"<h3>{role}</h3>" + _image(paths.eval / role / RANK_LIST_PLOT, f"{role} rank list")
         for role in ("student", "teacher")
-        if (paths.eval / role / "rank_list.png").is_file()
+        if (paths.eval / role / RANK_LIST_PLOT).is_file()
     )
     body = [
         f"<h1>kdas run <code>{html.escape(ctx.cfg.name)}</code></h1>",
@@ -295,7 +308,7 @@ def write_report(ctx: StageContext) -> Path:
         _data_section(facts),
         _search_section(paths, facts["genotype"]),
         "<h2>Retrieval quality</h2>" if teacher_eval or student_eval else "",
-        _image(paths.eval / "cmc.png", "CMC curves"),
+        _image(paths.eval / CMC_PLOT, "CMC curves"),
         rank_lists,
         _deployment_section(paths, facts["bench"]),
         _parity_section(facts["parity"]),

@@ -11,50 +11,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kdas.engine.logs import console
 from kdas.errors import KdasError
+from kdas.files import EVAL_DIR, EXPORT_DIR, PIPELINE_STATE_FILE, REPORT_FILE
 from kdas.pipeline.config import STAGES, PipelineConfig
+from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
 
-STATE_FILE = "pipeline.json"
+
+def _below(name: str) -> property:
+    """A path of the run folder, `root / name`."""
+    return property(lambda self: self.root / name, doc=f"ROOT/{name}")
 
 
 @dataclass(frozen=True)
 class RunPaths:
+    """The stage folders and files of one run, runs/NAME/... (architecture.md's layout)."""
+
     root: Path
-
-    @property
-    def teacher(self) -> Path:
-        return self.root / "teacher"
-
-    @property
-    def search(self) -> Path:
-        return self.root / "search"
-
-    @property
-    def student(self) -> Path:
-        return self.root / "student"
-
-    @property
-    def eval(self) -> Path:
-        return self.root / "eval"
-
-    @property
-    def export(self) -> Path:
-        return self.root / "export"
-
-    @property
-    def index(self) -> Path:
-        return self.root / "index"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report.html"
-
-    @property
-    def state(self) -> Path:
-        return self.root / STATE_FILE
+    teacher = _below("teacher")
+    search = _below("search")
+    student = _below("student")
+    eval = _below(EVAL_DIR)
+    export = _below(EXPORT_DIR)
+    index = _below("index")
+    report = _below(REPORT_FILE)
+    state = _below(PIPELINE_STATE_FILE)
 
 
 @dataclass

@@ -5,9 +5,16 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from kdas.engine.logs import console
 from kdas.errors import KdasError
+from kdas.files import (
+    CMC_PLOT,
+    GENOTYPE_FILE,
+    ONNX_SUFFIXES,
+    PARITY_FILE,
+    SYNTH_CONFIG_FILE,
+)
 from kdas.pipeline.runner import StageContext
+from kdas.progress import console
 
 
 def _with_data(section: Any, ctx: StageContext) -> Any:
@@ -29,7 +36,7 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
     data = ctx.cfg.data
     root = Path(data.root)
     if data.synthesize is not None:
-        made = root / "synth_config.json"
+        made = root / SYNTH_CONFIG_FILE
         if ctx.force or not made.is_file():
             if data.synthesize.layout != data.layout:
                 raise KdasError(
@@ -68,7 +75,7 @@ def student_stage(ctx: StageContext) -> dict[str, Any]:
     from kdas.engine.stages import train_student
 
     cfg = _with_data(ctx.cfg.student, ctx)
-    cfg.genotype = str(ctx.paths.search / "genotype.json")
+    cfg.genotype = str(ctx.paths.search / GENOTYPE_FILE)
     if cfg.loss.kd != "none":
         cfg.teacher = str(ctx.paths.teacher)
     result = train_student(cfg, ctx.paths.student, resume=ctx.resume, force=ctx.force)
@@ -94,7 +101,7 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
             rerank=ctx.cfg.evaluate.rerank,
             flip=ctx.cfg.evaluate.flip,
         )
-    plot_cmc({kind: np.array(r["cmc"]) for kind, r in reports.items()}, ctx.paths.eval / "cmc.png")
+    plot_cmc({kind: np.array(r["cmc"]) for kind, r in reports.items()}, ctx.paths.eval / CMC_PLOT)
     return {kind: r["metrics"] for kind, r in reports.items()}
 
 
@@ -107,7 +114,7 @@ def export_stage(ctx: StageContext) -> dict[str, Any]:
     files: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for kind, folder in (("student", paths.student), ("teacher", paths.teacher)):
-        target = paths.export / f"{kind}.onnx"
+        target = paths.export / f"{kind}{ONNX_SUFFIXES['fp32']}"
         files[target.name] = str(export_model(folder, "onnx", out=target, opset=e.opset))
     calibration = {
         "calib_data": data.root,
@@ -116,12 +123,12 @@ def export_stage(ctx: StageContext) -> dict[str, Any]:
         "calib_options": dict(data.options),
     }
     if e.int8:
-        target = paths.export / "student.int8.onnx"
+        target = paths.export / f"student{ONNX_SUFFIXES['int8']}"
         files[target.name] = str(
             export_model(paths.student, "onnx", out=target, int8=True, opset=e.opset, **calibration)
         )
     if e.fp16:
-        target = paths.export / "student.fp16.onnx"
+        target = paths.export / f"student{ONNX_SUFFIXES['fp16']}"
         files[target.name] = str(
             export_model(paths.student, "onnx", out=target, fp16=True, opset=e.opset)
         )
@@ -157,7 +164,7 @@ def parity_stage(ctx: StageContext) -> dict[str, Any]:
             data.layout,
             options=dict(data.options),
             num_images=ctx.cfg.parity.num_images,
-            out=paths.export / "parity.json",
+            out=paths.export / PARITY_FILE,
         )
         reports[name] = {
             k: report[k]
@@ -174,7 +181,7 @@ def parity_stage(ctx: StageContext) -> dict[str, Any]:
             f"{name}: " + ", ".join(c["name"] for c in reports[name]["checks"] if not c["passed"])
             for name in failed
         )
-        raise KdasError(f"parity failed ({details}); see {paths.export / 'parity.json'}")
+        raise KdasError(f"parity failed ({details}); see {paths.export / PARITY_FILE}")
     return reports
 
 
@@ -186,9 +193,9 @@ def bench_stage(ctx: StageContext) -> dict[str, Any]:
     exported: dict[str, dict[str, Any]] = {"student": {}, "teacher": {}}
     for name, path in files.items():
         role = "teacher" if name.startswith("teacher") else "student"
-        if name.endswith(".int8.onnx"):
+        if name.endswith(ONNX_SUFFIXES["int8"]):
             exported[role]["onnx-int8"] = path
-        elif name == f"{role}.onnx":
+        elif name == f"{role}{ONNX_SUFFIXES['fp32']}":
             exported[role]["onnx"] = path
     config = BenchConfig(
         backends=tuple(b.backends),
@@ -214,9 +221,7 @@ def index_stage(ctx: StageContext) -> dict[str, Any]:
     from kdas.runtime.pipeline import build_index, evaluate_index
 
     data, paths = ctx.cfg.data, ctx.paths
-    model = paths.export / (
-        "student.int8.onnx" if ctx.cfg.index.model == "int8" else "student.onnx"
-    )
+    model = paths.export / f"student{ONNX_SUFFIXES[ctx.cfg.index.model]}"
     if not model.is_file():
         raise KdasError(f"{model} is missing: run the export stage first")
     splits = load_dataset(data.root, data.layout, **data.options)

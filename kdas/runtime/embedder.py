@@ -1,10 +1,12 @@
-"""Images in, L2-normalised embeddings out: ONNX Runtime or a TensorRT engine, never torch."""
+"""Images in, L2-normalised embeddings out: ONNX Runtime, OpenVINO or a TensorRT engine, never
+torch. The backend follows the file type (`.onnx`, `.xml`, `.engine`) unless one is named."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +14,54 @@ import numpy as np
 from kdas.errors import KdasError
 from kdas.evaluation.distances import l2_normalize
 from kdas.runtime.model_meta import EmbeddingModelInfo
+from kdas.runtime.openvino_model import DEFAULT_DEVICE, OpenVINOModel, is_ir_file
 from kdas.runtime.preprocess import ImageSource, preprocess_batch
 from kdas.runtime.session import DEFAULT_PROVIDERS, create_session, read_model_info
 from kdas.runtime.tensorrt_engine import TensorRTRunner, is_engine_file
 
 ProgressCallback = Callable[[int, int], None]  # (images done, images total)
 DEFAULT_BATCH_SIZE = 32  # images per inference call
+EMBEDDER_BACKENDS = ("auto", "onnxruntime", "openvino", "tensorrt")
+
+
+def resolve_backend(model_path: str | os.PathLike[str], backend: str = "auto") -> str:
+    """The backend a model file runs on: by its type, or the one the user named (checked)."""
+    if backend not in EMBEDDER_BACKENDS:
+        raise KdasError(f"unknown backend {backend!r}: use {', '.join(EMBEDDER_BACKENDS)}")
+    by_type = (
+        "tensorrt"
+        if is_engine_file(model_path)
+        else "openvino"
+        if is_ir_file(model_path)
+        else "onnxruntime"
+    )
+    if backend not in ("auto", by_type):
+        hint = " (export an IR with `kdas export MODEL_DIR --to openvino`)"
+        raise KdasError(
+            f"{Path(model_path).name} is a {by_type} model file; it cannot run on {backend}"
+            + (hint if backend == "openvino" else "")
+        )
+    return by_type
+
+
+@dataclass(frozen=True)
+class EmbedderChoice:
+    """Which backend runs a model file, and where: the one value the runtime's entry points
+    (index build/add/query/eval, the service) pass down to the `Embedder`."""
+
+    backend: str = "auto"  # auto: by file type (.onnx, .xml, .engine)
+    providers: str | tuple[str, ...] = DEFAULT_PROVIDERS  # ONNX Runtime execution providers
+    device: str = DEFAULT_DEVICE  # OpenVINO device: CPU, GPU, NPU or AUTO
+    threads: int | None = None  # intra-op threads (None: the backend's default)
+
+    def open(self, model_path: str | os.PathLike[str]) -> Embedder:
+        return Embedder(
+            model_path,
+            providers=self.providers,
+            intra_op_threads=self.threads,
+            backend=self.backend,
+            device=self.device,
+        )
 
 
 class Embedder:
@@ -33,10 +77,21 @@ class Embedder:
         providers: str | Sequence[str] = DEFAULT_PROVIDERS,
         intra_op_threads: int | None = None,
         graph_optimization: str = "all",
+        backend: str = "auto",
+        device: str = DEFAULT_DEVICE,
     ) -> None:
         self.model_path = Path(model_path)
         self._trt: TensorRTRunner | None = None
-        if is_engine_file(self.model_path):
+        self._ov: OpenVINOModel | None = None
+        chosen = resolve_backend(self.model_path, backend)
+        if chosen == "openvino":
+            self._ov = OpenVINOModel(self.model_path, device=device, threads=intra_op_threads)
+            self.info = self._ov.info
+            self.backend = "openvino"
+            self.providers = self._ov.providers
+            self._fixed_batch = None
+            return
+        if chosen == "tensorrt":
             self._trt = TensorRTRunner(self.model_path)
             self.info: EmbeddingModelInfo = self._trt.info
             self.backend = "tensorrt"
@@ -68,7 +123,9 @@ class Embedder:
         return self.info.embedding_dim
 
     def _run(self, batch: np.ndarray) -> np.ndarray:
-        if self._trt is not None:
+        if self._ov is not None:
+            out = self._ov.run(batch)
+        elif self._trt is not None:
             step = self._trt.max_batch
             parts = [self._trt.run(batch[i : i + step]) for i in range(0, len(batch), step)]
             out = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from kdas.errors import KdasError
-from kdas.files import INDEX_MODEL_FILE
+from kdas.files import index_model_name
 from kdas.runtime import faiss_backend as fb
 from kdas.runtime import index_filtering as filtering
 from kdas.runtime.index_filtering import DEFAULT_K, SearchHit
@@ -239,9 +239,7 @@ class GalleryIndex:
 
     # --- persistence ------------------------------------------------------------------------
     def manifest(self) -> IndexManifest:
-        return store_manifest(
-            self._store, self.info, self.model_path is not None, self.created, self.updated
-        )
+        return store_manifest(self._store, self.info, self.model_path, self.created, self.updated)
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         """Write the whole folder atomically (temp folder, fsync, swap); returns its path."""
@@ -252,7 +250,7 @@ class GalleryIndex:
             write_folder(target, self._store, self.manifest(), self.model_path)
         self.path = target
         if self.model_path is not None:
-            self.model_path = target / INDEX_MODEL_FILE
+            self.model_path = target / index_model_name(self.model_path)
         return target
 
     def stats(self) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kdas.errors import KdasError
-from kdas.files import GALLERY_FILE, INDEX_FILE, INDEX_MODEL_FILE, MANIFEST_FILE
+from kdas.files import GALLERY_FILE, INDEX_FILE, MANIFEST_FILE, index_model_name
 from kdas.runtime import faiss_backend as fb
 from kdas.runtime.index_storage import GalleryStore
 from kdas.runtime.manifest import IndexManifest, check_model, read_manifest
@@ -31,7 +31,7 @@ from kdas.utils.hashing import sha256_file
 def store_manifest(
     store: GalleryStore,
     info: EmbeddingModelInfo,
-    with_model: bool,
+    model_path: Path | None,
     created: str,
     updated: str,
 ) -> IndexManifest:
@@ -44,7 +44,7 @@ def store_manifest(
         count=len(store.table),
         stored_vectors=store.stored_vectors,
         next_id=store.next_id,
-        model_file=INDEX_MODEL_FILE if with_model else None,
+        model_file=index_model_name(model_path) if model_path is not None else None,
         created=created,
         updated=updated,
     )
@@ -56,6 +56,16 @@ def _link_or_copy(source: Path, target: Path) -> None:
         os.link(source, target)
     except OSError:
         shutil.copy2(source, target)
+
+
+def model_files(model_path: Path) -> list[tuple[Path, str]]:
+    """The files of a model and their names inside an index folder: one file, or an OpenVINO
+    IR's .xml with its .bin."""
+    name = index_model_name(model_path)
+    files = [(model_path, name)]
+    if model_path.suffix.lower() == ".xml":
+        files.insert(0, (model_path.with_suffix(".bin"), str(Path(name).with_suffix(".bin"))))
+    return files
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
@@ -71,10 +81,11 @@ def write_folder(
         write_sqlite(store.table, tmp / GALLERY_FILE)
         names = [INDEX_FILE, GALLERY_FILE]
         if model_path is not None:
-            if not model_path.is_file():
-                raise KdasError(f"the index's model file {model_path} is gone")
-            _link_or_copy(model_path, tmp / INDEX_MODEL_FILE)
-            names.append(INDEX_MODEL_FILE)
+            for source, name in model_files(model_path):
+                if not source.is_file():
+                    raise KdasError(f"the index's model file {source} is gone")
+                _link_or_copy(source, tmp / name)
+                names.append(name)
         manifest.files = {name: _file_entry(tmp / name) for name in names}
         atomic_write_json(tmp / MANIFEST_FILE, manifest.to_dict())
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.errors import KdasError
-from kdas.runtime.embedder import DEFAULT_BATCH_SIZE, Embedder, ProgressCallback
+from kdas.runtime.embedder import DEFAULT_BATCH_SIZE, Embedder, EmbedderChoice, ProgressCallback
 from kdas.runtime.faiss_backend import DEFAULT_DEVICE, DEFAULT_INDEX_TYPE, IndexParams
 from kdas.runtime.index import DEFAULT_K, GalleryIndex, SearchHit
 from kdas.runtime.manifest import check_model, read_manifest
 from kdas.runtime.metadata import as_record
-from kdas.runtime.session import DEFAULT_PROVIDERS
 
 EVAL_DEPTH = 100  # hits taken from an approximate index when it is evaluated
 
@@ -29,7 +29,7 @@ EVAL_DEPTH = 100  # hits taken from an approximate index when it is evaluated
 def open_with_embedder(
     index_dir: str | os.PathLike[str],
     model_path: str | os.PathLike[str] | None = None,
-    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    choice: EmbedderChoice | None = None,
     device: str = DEFAULT_DEVICE,
 ) -> tuple[GalleryIndex, Embedder]:
     """The index and an embedder for its model (the copy inside the folder unless given, e.g.
@@ -40,7 +40,7 @@ def open_with_embedder(
         if manifest.model_file is None:
             raise KdasError(f"index {folder} holds no model file: pass the model with --model")
         model_path = folder / manifest.model_file
-    embedder = Embedder(model_path, providers=providers)
+    embedder = (choice or EmbedderChoice()).open(model_path)
     check_model(manifest, embedder.info, folder)
     return GalleryIndex.open(folder, expected_model=embedder.info, device=device), embedder
 
@@ -52,7 +52,7 @@ def build_index(
     index_type: str = DEFAULT_INDEX_TYPE,
     params: IndexParams | dict[str, Any] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    choice: EmbedderChoice | None = None,
     device: str = DEFAULT_DEVICE,
     progress: ProgressCallback | None = None,
 ) -> GalleryIndex:
@@ -60,7 +60,7 @@ def build_index(
     recs = [as_record(r) for r in records]
     if not recs:
         raise KdasError("the gallery is empty: nothing to index")
-    embedder = Embedder(model_path, providers=providers)
+    embedder = (choice or EmbedderChoice()).open(model_path)
     embeddings = embedder.embed_images([r.path for r in recs], batch_size, progress=progress)
     index = GalleryIndex.build(
         embeddings, recs, embedder.info, index_type, params, device=device, model_path=model_path
@@ -73,11 +73,11 @@ def add_to_index(
     index_dir: str | os.PathLike[str],
     records: Sequence[Any],
     batch_size: int = DEFAULT_BATCH_SIZE,
-    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    choice: EmbedderChoice | None = None,
     progress: ProgressCallback | None = None,
 ) -> np.ndarray:
     """Embed and add images to an existing index; saved atomically. Returns the new ids."""
-    index, embedder = open_with_embedder(index_dir, providers=providers)
+    index, embedder = open_with_embedder(index_dir, choice=choice)
     recs = [as_record(r) for r in records]
     embeddings = embedder.embed_images([r.path for r in recs], batch_size, progress=progress)
     ids = index.add(embeddings, recs)
@@ -121,9 +121,9 @@ def query_index(
     query_camids: Sequence[int] | None = None,
     exclude_same_camera: bool = False,
     rerank: bool = False,
-    providers: str | Sequence[str] = DEFAULT_PROVIDERS,
+    choice: EmbedderChoice | None = None,
 ) -> list[QueryResult]:
-    index, embedder = open_with_embedder(index_dir, providers=providers)
+    index, embedder = open_with_embedder(index_dir, choice=choice)
     embeddings = embedder.embed_images([str(p) for p in images])
     hits = index.search(
         embeddings, k, query_camids=query_camids, exclude_same_camera=exclude_same_camera,
@@ -202,7 +202,7 @@ def evaluate_index(
 def evaluate_index_on_dataset(
     index_dir: str | os.PathLike[str],
     data_root: str | os.PathLike[str],
-    layout: str = "market1501",
+    layout: str = DEFAULT_LAYOUT,
     options: dict[str, Any] | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     depth: int = EVAL_DEPTH,

@@ -26,11 +26,10 @@ from PIL import Image
 from kdas import __version__
 from kdas.errors import KdasError
 from kdas.images import read_image
-from kdas.runtime.embedder import Embedder
+from kdas.runtime.embedder import Embedder, EmbedderChoice
 from kdas.runtime.index import DEFAULT_K, GalleryIndex, UnknownIds
 from kdas.runtime.metadata import GalleryRecord
 from kdas.runtime.preprocess import preprocess_image
-from kdas.runtime.session import DEFAULT_PROVIDERS
 from kdas.utils.atomic import atomic_write_bytes
 
 TOKEN_ENV = "KDAS_API_TOKEN"
@@ -305,7 +304,7 @@ def load_service(
     index_dir: str | os.PathLike[str],
     config: ServiceConfig | None = None,
     model_path: str | os.PathLike[str] | None = None,
-    providers: str = DEFAULT_PROVIDERS,
+    choice: EmbedderChoice | None = None,
 ) -> GalleryService:
     """Open an index with its model; the bearer token comes from KDAS_API_TOKEN now."""
     from kdas.runtime.pipeline import open_with_embedder
@@ -315,7 +314,7 @@ def load_service(
         config.token = os.environ.get(TOKEN_ENV) or None
     if config.max_batch < 1 or config.max_upload_mb <= 0 or config.max_k < 1:
         raise KdasError("service limits must be positive (max batch, max upload MB, max k)")
-    index, embedder = open_with_embedder(index_dir, model_path=model_path, providers=providers)
+    index, embedder = open_with_embedder(index_dir, model_path=model_path, choice=choice)
     return GalleryService(index, embedder, config)
 
 
@@ -498,6 +497,7 @@ def serve(
     config: ServiceConfig | None = None,
     model_path: str | os.PathLike[str] | None = None,
     log_level: str | None = None,
+    choice: EmbedderChoice | None = None,
 ) -> None:
     """Run the service until interrupted; `host`, `port`, `log_level` override the config's."""
     try:
@@ -509,7 +509,7 @@ def serve(
             "the HTTP service needs uvicorn: install it with `pip install 'kdas[serve]'`"
         ) from None
     config = config or ServiceConfig()
-    service = load_service(index_dir, config, model_path=model_path)
+    service = load_service(index_dir, config, model_path=model_path, choice=choice)
     uvicorn.run(
         create_app(service),
         host=host if host is not None else config.host,

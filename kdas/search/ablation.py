@@ -17,7 +17,16 @@ from typing import Any, Literal
 
 from kdas.engine.config import StudentTrainConfig
 from kdas.engine.distributed import env_rank
-from kdas.engine.logs import console
+from kdas.files import (
+    ABLATION_CSV,
+    ABLATION_FILE,
+    ABLATION_PLOT,
+    ABLATION_TABLE,
+    CONFIG_FILE,
+    GENOTYPE_FILE,
+    METRICS_FILE,
+)
+from kdas.progress import console
 from kdas.search.config import SearchConfig
 from kdas.utils.atomic import atomic_output_path, atomic_write_json, atomic_write_text
 from kdas.utils.config import to_dict
@@ -49,17 +58,17 @@ def _run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, 
     search_cfg.loss.kd = replace(search_cfg.loss.kd, mode=mode)
     search_cfg.run.seed = seed
     search_cfg.split_seed = seed
-    if not (search_dir / "genotype.json").is_file():
+    if not (search_dir / GENOTYPE_FILE).is_file():
         run_search(search_cfg, search_dir, resume=True)
     student_cfg = copy.deepcopy(cfg.student)
-    student_cfg.genotype = str(search_dir / "genotype.json")
+    student_cfg.genotype = str(search_dir / GENOTYPE_FILE)
     retrain = mode if cfg.retrain_kd == "same" else cfg.retrain_kd
     student_cfg.loss.kd = replace(student_cfg.loss.kd, mode=retrain)
     student_cfg.run.seed = seed
-    if not (student_dir / "config.json").is_file():
+    if not (student_dir / CONFIG_FILE).is_file():
         train_student(student_cfg, student_dir, resume=True)
-    facts = json.loads((student_dir / "config.json").read_text())["facts"]
-    final = json.loads((student_dir / "metrics.json").read_text())["final"]
+    facts = json.loads((student_dir / CONFIG_FILE).read_text())["facts"]
+    final = json.loads((student_dir / METRICS_FILE).read_text())["final"]
     return {
         "mode": mode,
         "seed": seed,
@@ -68,7 +77,7 @@ def _run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, 
         "rank5": final["rank5"],
         "rank10": final["rank10"],
         "params_m": facts["parameters"]["total"] / 1e6,
-        "genotype": str(search_dir / "genotype.json"),
+        "genotype": str(search_dir / GENOTYPE_FILE),
     }
 
 
@@ -157,10 +166,8 @@ def run_ablation(cfg: AblationConfig, out_dir: str | Path) -> list[dict[str, Any
     rows = summarize(runs, tuple(cfg.modes))
     if env_rank() != 0:  # under torchrun every rank ran; rank 0 writes
         return rows
-    atomic_write_json(
-        out_dir / "ablation.json", {"config": to_dict(cfg), "runs": runs, "rows": rows}
-    )
-    atomic_write_text(out_dir / "ablation.md", to_markdown(rows))
-    atomic_write_text(out_dir / "ablation.csv", to_csv(runs))
-    plot_ablation(rows, out_dir / "ablation.png")
+    atomic_write_json(out_dir / ABLATION_FILE, {"config": to_dict(cfg), "runs": runs, "rows": rows})
+    atomic_write_text(out_dir / ABLATION_TABLE, to_markdown(rows))
+    atomic_write_text(out_dir / ABLATION_CSV, to_csv(runs))
+    plot_ablation(rows, out_dir / ABLATION_PLOT)
     return rows

@@ -13,13 +13,13 @@ from typing import Any
 import torch
 
 from kdas.engine.distributed import DistContext, barrier, unwrap
-from kdas.engine.logs import console
 from kdas.engine.runner import EpochJob, EpochRunner, StepOutput
 from kdas.engine.stages import load_distillation_teacher, load_splits
 from kdas.engine.trainer import backward_and_step, teacher_logits
 from kdas.errors import KdasError
 from kdas.files import CONFIG_FILE, GENOTYPE_FILE, SEARCH_LOG
 from kdas.losses.objective import ReIDObjective
+from kdas.progress import console
 from kdas.search.architect import Architect, Batch, batch_loss
 from kdas.search.config import SearchConfig
 from kdas.utils.atomic import atomic_write_json

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+from kdas.files import ALPHAS_PLOT, CELL_PLOTS, SCHEDULE_PLOT
 from kdas.utils.atomic import atomic_output_path
 
 
@@ -189,17 +190,17 @@ def write_search_pictures(history: list[dict[str, Any]], genotype: Any, out_dir:
     out_dir = Path(out_dir)
     primitives = list(history[-1]["genotype"].get("primitives", [])) if history else []
     if primitives:
-        plot_alphas(history, primitives, out_dir / "alphas.png")
-    plot_schedule(history, out_dir / "schedule.png")
+        plot_alphas(history, primitives, out_dir / ALPHAS_PLOT)
+    plot_schedule(history, out_dir / SCHEDULE_PLOT)
     plot_cell(
         list(genotype.normal),
         list(genotype.normal_concat),
         "normal cell",
-        out_dir / "cell_normal.png",
+        out_dir / CELL_PLOTS["normal"],
     )
     plot_cell(
         list(genotype.reduce),
         list(genotype.reduce_concat),
         "reduction cell",
-        out_dir / "cell_reduce.png",
+        out_dir / CELL_PLOTS["reduce"],
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from kdas.constants import DEFAULT_LAYOUT
 from kdas.data.layouts import cuhk03, dukemtmc, folder, market1501, msmt17
 from kdas.data.records import ReIDSplits
 from kdas.errors import KdasError
@@ -43,7 +44,7 @@ def _loader(layout: str) -> Callable[..., ReIDSplits]:
         ) from None
 
 
-def load_dataset(root: str | Path, layout: str, **options: Any) -> ReIDSplits:
+def load_dataset(root: str | Path, layout: str = DEFAULT_LAYOUT, **options: Any) -> ReIDSplits:
     """Read a data set into train/query/gallery records; options are the layout's own
     (market1501: include_distractors; cuhk03: variant; msmt17: merge_val)."""
     loader = _loader(layout)

@@ -37,6 +37,18 @@ def pick_root(candidates: Sequence[Path], required: Sequence[str]) -> Path | Non
     return None
 
 
+MARKET_FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
+
+
+def find_market_root(layout: str, candidates: Sequence[Path], expected: str) -> Path:
+    """The first candidate that holds the three Market-1501 folders; else the error that names
+    the first missing folder of the most complete candidate."""
+    found = pick_root(candidates, MARKET_FOLDERS)
+    if found is None:
+        raise missing_folder_error(layout, candidates, MARKET_FOLDERS, expected)
+    return found
+
+
 def missing_folder_error(
     layout: str, candidates: Sequence[Path], required: Sequence[str], expected: str
 ) -> KdasError:
@@ -157,14 +169,18 @@ def market_style_splits(
     *,
     name: str,
     root: Path,
-    train_dir: Path,
-    query_dir: Path,
-    gallery_dir: Path,
     pattern: re.Pattern[str],
     num_cameras: int | None,
+    train_dir: Path | None = None,
+    query_dir: Path | None = None,
+    gallery_dir: Path | None = None,
     extra_gallery: Sequence[ImageRecord] = (),
 ) -> ReIDSplits:
-    """Train/query/gallery from three folders of images named in the Market-1501 style."""
+    """Train/query/gallery from three folders of images named in the Market-1501 style; by
+    default Market-1501's own: root/bounding_box_train, root/query, root/bounding_box_test."""
+    train_dir = train_dir or root / "bounding_box_train"
+    query_dir = query_dir or root / "query"
+    gallery_dir = gallery_dir or root / "bounding_box_test"
     dropped: Counter[str] = Counter()
     train = drop_special(
         parse_folder(train_dir, pattern, name, num_cameras), "train", False, dropped

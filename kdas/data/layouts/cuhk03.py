@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Literal
 
 from kdas.data.layouts._common import (
+    MARKET_FOLDERS,
     existing_root,
+    find_market_root,
     market_style_splits,
-    missing_folder_error,
     pick_root,
 )
 from kdas.data.records import ReIDSplits
@@ -31,7 +32,6 @@ SUBFOLDER = "cuhk03-np"
 VARIANTS = ("labeled", "detected")
 NUM_CAMERAS = 2
 PATTERN = re.compile(r"(?P<pid>-1|\d+)_c(?P<cam>\d)_\d+\.(?:png|jpe?g)", re.IGNORECASE)
-FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 
 
 def load(root: str | Path, *, variant: Literal["labeled", "detected"] = "labeled") -> ReIDSplits:
@@ -40,27 +40,15 @@ def load(root: str | Path, *, variant: Literal["labeled", "detected"] = "labeled
         raise KdasError(f"{NAME}: variant {variant!r} is not one of 'labeled', 'detected'")
     base = existing_root(root, NAME)
     other = VARIANTS[1 - VARIANTS.index(variant)]
-    if base.name == other and pick_root([base], FOLDERS) is not None:
+    if base.name == other and pick_root([base], MARKET_FOLDERS) is not None:
         raise KdasError(
             f"{NAME}: {base} is the {other} variant but variant={variant!r} was asked; "
             f"pass its parent folder, or variant={other!r}"
         )
-    candidates = [base / variant, base / SUBFOLDER / variant, base]
-    found = pick_root(candidates, FOLDERS)
-    if found is None:
-        expected = (
-            f"ROOT[/{SUBFOLDER}]/{variant}/{{bounding_box_train,bounding_box_test,query}}"
-            "/0001_c1_1.png"
-        )
-        raise missing_folder_error(NAME, candidates, FOLDERS, expected)
-    splits = market_style_splits(
-        name=NAME,
-        root=found,
-        train_dir=found / "bounding_box_train",
-        query_dir=found / "query",
-        gallery_dir=found / "bounding_box_test",
-        pattern=PATTERN,
-        num_cameras=NUM_CAMERAS,
+    expected = (
+        f"ROOT[/{SUBFOLDER}]/{variant}/{{bounding_box_train,bounding_box_test,query}}/0001_c1_1.png"
     )
+    found = find_market_root(NAME, [base / variant, base / SUBFOLDER / variant, base], expected)
+    splits = market_style_splits(name=NAME, root=found, pattern=PATTERN, num_cameras=NUM_CAMERAS)
     splits.name = f"{NAME}-{variant}"
     return splits

@@ -14,35 +14,18 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from kdas.data.layouts._common import (
-    existing_root,
-    market_style_splits,
-    missing_folder_error,
-    pick_root,
-)
+from kdas.data.layouts._common import existing_root, find_market_root, market_style_splits
 from kdas.data.records import ReIDSplits
 
 NAME = "dukemtmc"
 SUBFOLDER = "DukeMTMC-reID"
 NUM_CAMERAS = 8
 PATTERN = re.compile(r"(?P<pid>-1|\d+)_c(?P<cam>\d)_f\d+\.jpe?g", re.IGNORECASE)
-FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 EXPECTED = f"ROOT[/{SUBFOLDER}]/{{bounding_box_train,bounding_box_test,query}}/0005_c2_f0046985.jpg"
 
 
 def load(root: str | Path) -> ReIDSplits:
     """Load DukeMTMC-reID from its folder or the folder above it."""
     base = existing_root(root, NAME)
-    candidates = [base, base / SUBFOLDER]
-    found = pick_root(candidates, FOLDERS)
-    if found is None:
-        raise missing_folder_error(NAME, candidates, FOLDERS, EXPECTED)
-    return market_style_splits(
-        name=NAME,
-        root=found,
-        train_dir=found / "bounding_box_train",
-        query_dir=found / "query",
-        gallery_dir=found / "bounding_box_test",
-        pattern=PATTERN,
-        num_cameras=NUM_CAMERAS,
-    )
+    found = find_market_root(NAME, [base, base / SUBFOLDER], EXPECTED)
+    return market_style_splits(name=NAME, root=found, pattern=PATTERN, num_cameras=NUM_CAMERAS)

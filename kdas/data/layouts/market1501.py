@@ -19,10 +19,9 @@ from pathlib import Path
 from kdas.constants import DISTRACTOR_PID
 from kdas.data.layouts._common import (
     existing_root,
+    find_market_root,
     market_style_splits,
-    missing_folder_error,
     parse_folder,
-    pick_root,
 )
 from kdas.data.records import ReIDSplits
 from kdas.errors import KdasError
@@ -31,7 +30,6 @@ NAME = "market1501"
 SUBFOLDER = "Market-1501-v15.09.15"
 NUM_CAMERAS = 6
 PATTERN = re.compile(r"(?P<pid>-1|\d+)_c(?P<cam>\d)s\d+_\d+_\d+\.jpe?g", re.IGNORECASE)
-FOLDERS = ("bounding_box_train", "bounding_box_test", "query")
 EXPECTED = (
     f"ROOT[/{SUBFOLDER}]/{{bounding_box_train,bounding_box_test,query}}/0002_c1s1_000451_03.jpg"
 )
@@ -40,10 +38,7 @@ EXPECTED = (
 def load(root: str | Path, *, include_distractors: bool = False) -> ReIDSplits:
     """Load Market-1501; `include_distractors` adds the `images/` 500k set to the gallery."""
     base = existing_root(root, NAME)
-    candidates = [base, base / SUBFOLDER]
-    found = pick_root(candidates, FOLDERS)
-    if found is None:
-        raise missing_folder_error(NAME, candidates, FOLDERS, EXPECTED)
+    found = find_market_root(NAME, [base, base / SUBFOLDER], EXPECTED)
     extra = []
     if include_distractors:
         folder = found / "images"
@@ -56,12 +51,5 @@ def load(root: str | Path, *, include_distractors: bool = False) -> ReIDSplits:
             r._replace(pid=DISTRACTOR_PID) for r in parse_folder(folder, PATTERN, NAME, NUM_CAMERAS)
         ]
     return market_style_splits(
-        name=NAME,
-        root=found,
-        train_dir=found / "bounding_box_train",
-        query_dir=found / "query",
-        gallery_dir=found / "bounding_box_test",
-        pattern=PATTERN,
-        num_cameras=NUM_CAMERAS,
-        extra_gallery=extra,
+        name=NAME, root=found, pattern=PATTERN, num_cameras=NUM_CAMERAS, extra_gallery=extra
     )

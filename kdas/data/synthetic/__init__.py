@@ -7,6 +7,7 @@ without the camera giving them away.
 """
 
 from kdas.data.synthetic.config import SynthConfig
-from kdas.data.synthetic.generate import CONFIG_FILE, synthesize
+from kdas.data.synthetic.generate import synthesize
+from kdas.files import SYNTH_CONFIG_FILE as CONFIG_FILE
 
 __all__ = ["CONFIG_FILE", "SynthConfig", "synthesize"]

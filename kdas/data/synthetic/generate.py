@@ -21,10 +21,10 @@ from kdas.data.synthetic.plan import (
 )
 from kdas.data.synthetic.render import render_image
 from kdas.errors import KdasError
+from kdas.files import SYNTH_CONFIG_FILE
+from kdas.progress import track
 from kdas.utils.atomic import atomic_directory, atomic_write_json
 from kdas.utils.config import to_dict
-
-CONFIG_FILE = "synth_config.json"
 
 
 def _encode(image, suffix: str, quality: int) -> bytes:
@@ -40,7 +40,7 @@ def _check_target(out_dir: Path) -> None:
     """Refuse to replace a folder that holds anything but an earlier synthetic data set."""
     if out_dir.exists() and not out_dir.is_dir():
         raise KdasError(f"synth: {out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / CONFIG_FILE).is_file():
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / SYNTH_CONFIG_FILE).is_file():
         raise KdasError(
             f"synth: {out_dir} is not empty and was not made by `kdas data synth`; "
             "choose a new or empty folder"
@@ -90,7 +90,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig, progress: bool = False)
     with atomic_directory(out_dir) as tmp:
         for path in {Path(p).parent for paths in plan.paths.values() for p in paths}:
             (tmp / path).mkdir(parents=True, exist_ok=True)
-        for variant, n in _track(jobs, progress, f"writing {config.layout}"):
+        for variant, n in track(jobs, f"writing {config.layout}", progress):
             relative = plan.paths[variant][n]
             image = draw(plan.shots[n], variant)
             data = _encode(image, Path(relative).suffix, config.jpeg_quality)
@@ -98,7 +98,7 @@ def synthesize(out_dir: str | Path, config: SynthConfig, progress: bool = False)
         for relative, text in plan.lists.items():
             (tmp / relative).write_text(text, encoding="utf-8")
         atomic_write_json(
-            tmp / CONFIG_FILE,
+            tmp / SYNTH_CONFIG_FILE,
             {
                 "generator": "kdas.data.synthetic",
                 "kdas_version": __version__,
@@ -112,11 +112,3 @@ def synthesize(out_dir: str | Path, config: SynthConfig, progress: bool = False)
             },
         )
     return out_dir
-
-
-def _track(jobs, progress: bool, description: str):
-    if not progress:
-        return jobs
-    from rich.progress import track
-
-    return track(jobs, description=description)

@@ -70,6 +70,67 @@ def _pid_numbers(config: SynthConfig, count: int, rng: np.random.Generator) -> l
     return [int(v) + 1 for v in rng.choice(top, size=count, replace=False)]
 
 
+def _person_shots(
+    config: SynthConfig,
+    identity: int,
+    pid: int,
+    cam: int,
+    split: str = "gallery",
+    query_j: int = -1,
+) -> list[Shot]:
+    """The `images_per_camera` pictures of one identity in one camera; picture `query_j` is a
+    query, the others are in `split`."""
+    return [
+        Shot("query" if j == query_j else split, "person", identity, pid, cam,
+             (config.seed, SEED_PICTURE, identity, cam, j))
+        for j in range(config.images_per_camera)
+    ]  # fmt: skip
+
+
+def _test_shots(
+    config: SynthConfig, test_ids: list[int], pid: dict[int, int], rng: np.random.Generator
+) -> list[Shot]:
+    """Every test identity in every camera, one picture in each of its query cameras a query."""
+    shots = []
+    for identity in test_ids:
+        picked = rng.choice(config.num_cameras, size=config.num_query_cameras, replace=False)
+        query_cams = {int(c) + 1 for c in picked}
+        for cam in range(1, config.num_cameras + 1):
+            query_j = int(rng.integers(config.images_per_camera)) if cam in query_cams else -1
+            shots += _person_shots(config, identity, pid[identity], cam, query_j=query_j)
+    return shots
+
+
+def _mark_val(shots: list[Shot], rng: np.random.Generator) -> None:
+    """MSMT17's list_val: a slice of the train pictures (7% in MSMT17)."""
+    train_at = [n for n, s in enumerate(shots) if s.split == "train"]
+    count = max(1, round(0.07 * len(train_at)))
+    for n in rng.choice(train_at, size=count, replace=False):
+        shots[int(n)] = replace(shots[int(n)], split="val")
+
+
+def _market_extras(
+    config: SynthConfig, test_ids: list[int], rng: np.random.Generator
+) -> list[Shot]:
+    """Market-1501's junk (-1, a bad box of a test identity) and distractors (0000)."""
+    shots = []
+    cameras = config.num_cameras
+    for k in range(config.junk):
+        identity = test_ids[int(rng.integers(len(test_ids)))]
+        cam = int(rng.integers(cameras)) + 1
+        key = (config.seed, SEED_JUNK, k)
+        shots.append(Shot("gallery", "junk", identity, -1, cam, key, _bad_box(rng)))
+    for k in range(config.distractors):
+        cam = int(rng.integers(cameras)) + 1
+        key = (config.seed, SEED_DISTRACTOR, k)
+        if rng.random() < 0.5:
+            shots.append(Shot("gallery", "distractor", None, 0, cam, key))
+        else:  # part of a passer-by who is none of the identities
+            stranger = config.ids + k
+            shots.append(Shot("gallery", "distractor", stranger, 0, cam, key, _bad_box(rng)))
+    return shots
+
+
 def make_shots(config: SynthConfig) -> list[Shot]:
     """The protocol: every picture with its split, identity number and camera."""
     rng = np.random.default_rng([config.seed, SEED_PLAN])
@@ -88,45 +149,16 @@ def make_shots(config: SynthConfig) -> list[Shot]:
     shots: list[Shot] = []
     for identity in train_ids:
         for cam in range(1, cameras + 1):
-            for j in range(per_cam):
-                key = (config.seed, SEED_PICTURE, identity, cam, j)
-                shots.append(Shot("train", "person", identity, pid[identity], cam, key))
-    for identity in test_ids:
-        picked = rng.choice(cameras, size=config.num_query_cameras, replace=False)
-        query_cams = {int(c) + 1 for c in picked}
-        for cam in range(1, cameras + 1):
-            query_j = int(rng.integers(per_cam)) if cam in query_cams else -1
-            for j in range(per_cam):
-                split = "query" if j == query_j else "gallery"
-                key = (config.seed, SEED_PICTURE, identity, cam, j)
-                shots.append(Shot(split, "person", identity, pid[identity], cam, key))
-
-    if config.layout == "msmt17":  # list_val: a slice of the train pictures (7% in MSMT17)
-        train_at = [n for n, s in enumerate(shots) if s.split == "train"]
-        count = max(1, round(0.07 * len(train_at)))
-        for n in rng.choice(train_at, size=count, replace=False):
-            shots[int(n)] = replace(shots[int(n)], split="val")
+            shots += _person_shots(config, identity, pid[identity], cam, split="train")
+    shots += _test_shots(config, test_ids, pid, rng)
+    if config.layout == "msmt17":
+        _mark_val(shots, rng)
     if config.layout == "market1501":
-        for k in range(config.junk):
-            identity = test_ids[int(rng.integers(len(test_ids)))]
-            cam = int(rng.integers(cameras)) + 1
-            key = (config.seed, SEED_JUNK, k)
-            shots.append(Shot("gallery", "junk", identity, -1, cam, key, _bad_box(rng)))
-        for k in range(config.distractors):
-            cam = int(rng.integers(cameras)) + 1
-            key = (config.seed, SEED_DISTRACTOR, k)
-            if rng.random() < 0.5:
-                shots.append(Shot("gallery", "distractor", None, 0, cam, key))
-            else:  # part of a passer-by who is none of the identities
-                stranger = config.ids + k
-                shots.append(Shot("gallery", "distractor", stranger, 0, cam, key, _bad_box(rng)))
-    if config.layout == "dukemtmc":  # gallery-only identities, as in DukeMTMC-reID
-        for n in range(duke_extra):
-            identity = config.ids + n
-            cam = int(rng.integers(cameras)) + 1
-            for j in range(per_cam):
-                key = (config.seed, SEED_PICTURE, identity, cam, j)
-                shots.append(Shot("gallery", "person", identity, pid[identity], cam, key))
+        shots += _market_extras(config, test_ids, rng)
+    for n in range(duke_extra):  # DukeMTMC-reID's gallery-only identities
+        identity = config.ids + n
+        cam = int(rng.integers(cameras)) + 1
+        shots += _person_shots(config, identity, pid[identity], cam)
     return shots
 
 
