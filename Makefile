@@ -15,7 +15,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e ".[cpu,serve,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[cpu,serve,openvino,dev]"
 	touch $(STAMP)
 
 demo: $(STAMP)

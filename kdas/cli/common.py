@@ -199,3 +199,20 @@ def with_options(group: type[G], name: str = "shared") -> Callable[[F], F]:
         return run  # type: ignore[return-value]
 
     return decorate
+
+
+BackendOption = typer.Option(
+    None, "--backend", help="auto (by file type), onnxruntime, openvino (.xml) or tensorrt."
+)
+OvDeviceOption = typer.Option(
+    None, "--ov-device", help="OpenVINO device: CPU (default), GPU, NPU or AUTO."
+)
+
+
+def embedder_choice(backend: str | None, ov_device: str | None) -> Any:
+    """The runtime's `EmbedderChoice` from the options the user gave (None: its defaults)."""
+    if backend is None and ov_device is None:
+        return None
+    from kdas.runtime.embedder import EmbedderChoice
+
+    return EmbedderChoice(**given(backend=backend, device=ov_device))

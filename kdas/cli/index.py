@@ -39,7 +39,7 @@ def _gallery_records(gallery: Path, layout: str | None, options: dict[str, Any])
 
 @app.command("build")
 def build_command(
-    model: Path = typer.Argument(..., help="The exported ONNX model (kdas export)."),
+    model: Path = typer.Argument(..., help="The exported model: .onnx, .xml (+.bin) or .engine."),
     gallery: Path = typer.Argument(
         ..., help="A folder of Market-named images, or a data set root with --layout."
     ),
@@ -56,11 +56,14 @@ def build_command(
     ),
     batch_size: int | None = BatchOption,
     device: str | None = typer.Option(None, "--device", help="auto, cpu or gpu (faiss-gpu)."),
+    backend: str | None = common.BackendOption,
+    ov_device: str | None = common.OvDeviceOption,
     variant: str = common.VariantOption,
     merge_val: bool = common.MergeValOption,
     distractors: bool = common.DistractorsOption,
 ) -> None:
-    """Embed a gallery with a model and write a self-contained index folder."""
+    """Embed a gallery with a model (.onnx, OpenVINO .xml or TensorRT .engine) and write a
+    self-contained index folder."""
     from kdas.runtime.pipeline import build_index
 
     records = _gallery_records(
@@ -70,7 +73,10 @@ def build_command(
         storage=storage, nlist=nlist, nprobe=nprobe, m=m, ef_search=ef_search,
         ef_construction=ef_construction,
     )  # fmt: skip
-    options = common.given(index_type=index_type, batch_size=batch_size, device=device)
+    options = common.given(
+        index_type=index_type, batch_size=batch_size, device=device,
+        choice=common.embedder_choice(backend, ov_device),
+    )  # fmt: skip
     index = _embed_with_progress(
         "embedding gallery",
         len(records),
@@ -88,6 +94,8 @@ def add_command(
     pid: int = typer.Option(None, "--pid", help="Identity of all images (else from the name)."),
     camid: int = typer.Option(None, "--camid", help="0-based camera (else from the name)."),
     batch_size: int | None = BatchOption,
+    backend: str | None = common.BackendOption,
+    ov_device: str | None = common.OvDeviceOption,
 ) -> None:
     """Add images to an index (saved atomically)."""
     from kdas.data.layouts.folder import image_records
@@ -98,7 +106,12 @@ def add_command(
         "embedding images",
         len(records),
         lambda progress: add_to_index(
-            index, records, progress=progress, **common.given(batch_size=batch_size)
+            index,
+            records,
+            progress=progress,
+            **common.given(
+                batch_size=batch_size, choice=common.embedder_choice(backend, ov_device)
+            ),
         ),
     )
     typer.echo(f"added {len(ids)} images (ids {ids[0]}..{ids[-1]}) to {index}")
@@ -139,6 +152,8 @@ def query_command(
     camid: int = typer.Option(None, "--camid", help="0-based query camera (else from the name)."),
     rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking of the top hits."),
     picture: Path = typer.Option(None, "--picture", help="Write query + hits as a PNG."),
+    backend: str | None = common.BackendOption,
+    ov_device: str | None = common.OvDeviceOption,
 ) -> None:
     """Search an index with images; prints a table, optionally draws the hits."""
     from rich.console import Console
@@ -156,7 +171,8 @@ def query_command(
         raise KdasError("--exclude-same-camera needs --camid or Market-style query names")
     results = query_index(
         index, images, query_camids=cams if exclude_same_camera else None,
-        exclude_same_camera=exclude_same_camera, rerank=rerank, **common.given(k=k),
+        exclude_same_camera=exclude_same_camera, rerank=rerank,
+        **common.given(k=k, choice=common.embedder_choice(backend, ov_device)),
     )  # fmt: skip
     table = Table("query", "rank", "score", "id", "pid", "cam", "path")
     for result in results:
@@ -180,6 +196,8 @@ def eval_command(
     out: Path = typer.Option(None, "--out", help="Write the metrics as JSON here."),
     batch_size: int | None = BatchOption,
     depth: int | None = typer.Option(None, "--depth", help="Hits taken from an approximate index."),
+    backend: str | None = common.BackendOption,
+    ov_device: str | None = common.OvDeviceOption,
     variant: str = common.VariantOption,
     merge_val: bool = common.MergeValOption,
     distractors: bool = common.DistractorsOption,
@@ -193,7 +211,10 @@ def eval_command(
         None,
         lambda progress: evaluate_index_on_dataset(
             index, data, options=options, out=out, progress=progress,
-            **common.given(layout=layout, batch_size=batch_size, depth=depth),
+            **common.given(
+                layout=layout, batch_size=batch_size, depth=depth,
+                choice=common.embedder_choice(backend, ov_device),
+            ),
         ),
     )  # fmt: skip
     metrics = result["metrics"]

@@ -19,12 +19,19 @@ def serve_command(
     model: Path = typer.Option(
         None,
         "--model",
-        help="Serve with this model (e.g. a TensorRT engine of the same weights) "
-        "instead of the index's model.onnx.",
+        help="Serve with this model (e.g. an OpenVINO IR or a TensorRT engine of the same "
+        "weights) instead of the index's own copy.",
     ),
     log_level: str | None = typer.Option(None, "--log-level"),
+    backend: str | None = typer.Option(
+        None, "--backend", help="auto (by file type), onnxruntime, openvino or tensorrt."
+    ),
+    ov_device: str | None = typer.Option(
+        None, "--device", "--ov-device", help="OpenVINO device: CPU (default), GPU, NPU, AUTO."
+    ),
 ) -> None:
     """Serve search (and, with KDAS_API_TOKEN set, gallery changes) over HTTP; page at /."""
+    from kdas.cli.common import embedder_choice
     from kdas.runtime.service import ServiceConfig, serve
 
     # options left out take ServiceConfig's defaults, the only ones
@@ -34,4 +41,4 @@ def serve_command(
         "max_k": max_k, "log_level": log_level,
     }  # fmt: skip
     config = ServiceConfig(**{name: value for name, value in given.items() if value is not None})
-    serve(index, config=config, model_path=model)
+    serve(index, config=config, model_path=model, choice=embedder_choice(backend, ov_device))

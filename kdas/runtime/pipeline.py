@@ -208,6 +208,7 @@ def evaluate_index_on_dataset(
     depth: int = EVAL_DEPTH,
     out: str | os.PathLike[str] | None = None,
     progress: ProgressCallback | None = None,
+    choice: EmbedderChoice | None = None,
 ) -> dict[str, Any]:
     """`kdas index eval`: the index answers a data set's query split with its own model;
     written as JSON to `out` when given."""
@@ -215,7 +216,7 @@ def evaluate_index_on_dataset(
     from kdas.utils.atomic import atomic_write_json
 
     splits = load_dataset(data_root, layout, **(options or {}))
-    index, embedder = open_with_embedder(index_dir)
+    index, embedder = open_with_embedder(index_dir, choice=choice)
     result = evaluate_index(
         index, embedder, splits.query, batch_size=batch_size, depth=depth, progress=progress
     )
