@@ -36,6 +36,8 @@ SYNTH_CONFIG_FILE = "synth_config.json"
 EXPORT_DIR = "export"
 # <kind><suffix>: teacher.onnx, student.int8.onnx... (TensorRT: <kind>[.fp16|.int8].engine)
 ONNX_SUFFIXES = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
+# OpenVINO IR: <kind><suffix> with its weights beside it (student.int8.xml + student.int8.bin)
+IR_SUFFIXES = {"fp32": ".xml", "bf16": ".bf16.xml", "int8": ".int8.xml"}
 PARITY_FILE = "parity.json"
 BENCH_FILE = "bench.json"
 BENCH_TABLE = "bench.md"  # the bench result as a Markdown table

@@ -15,9 +15,12 @@ CalibLayoutOption = typer.Option(None, "--calib-layout", help=common.LAYOUT_HELP
 
 def export_command(
     model_dir: Path = typer.Argument(..., help="A model folder (teacher or student)."),
-    to: str = typer.Option(None, "--to", help="onnx (default) or tensorrt."),
+    to: str = typer.Option(None, "--to", help="onnx (default), tensorrt or openvino."),
     out: Path = typer.Option(
-        None, "--out", help="Output file (default MODEL_DIR/../export/<kind>[.fp16|.int8].onnx)."
+        None,
+        "--out",
+        help="Output file (default MODEL_DIR/../export/<kind>[.fp16|.int8].onnx; OpenVINO: "
+        "<kind>[.bf16|.int8].xml with its .bin beside it).",
     ),
     opset: int = typer.Option(None, "--opset", help=f"ONNX opset (default {ONNX_OPSET})."),
     exporter: str = typer.Option(None, "--exporter", help=EXPORTER_HELP),
@@ -25,7 +28,9 @@ def export_command(
     int8: bool = typer.Option(
         False, "--int8", help="ONNX INT8 (QDQ) for CPUs; needs --calib-data."
     ),
-    precision: str = typer.Option(None, "--precision", help="TensorRT: fp32, fp16 or int8."),
+    precision: str = typer.Option(
+        None, "--precision", help="TensorRT: fp32, fp16 or int8. OpenVINO: fp32, bf16 or int8."
+    ),
     calib_data: Path = typer.Option(
         None, "--calib-data", help="Data set root for INT8 calibration."
     ),
@@ -41,7 +46,7 @@ def export_command(
     ),
     size: str = typer.Option(None, "--size", help="Input HxW (default: the training size)."),
 ) -> None:
-    """Export a model folder to ONNX (fp32, fp16, int8) or a TensorRT engine."""
+    """Export a model folder to ONNX (fp32, fp16, int8), a TensorRT engine or an OpenVINO IR."""
     from kdas.export.api import export_model
 
     path = export_model(
@@ -52,7 +57,9 @@ def export_command(
             calib_layout=calib_layout, calib_images=calib_images, calib_method=calib_method,
         ),
     )  # fmt: skip
-    typer.echo(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MB)")
+    written = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]  # IR: + .bin
+    size_mb = sum(p.stat().st_size for p in written) / 2**20
+    typer.echo(f"wrote {' + '.join(str(p) for p in written)} ({size_mb:.1f} MB)")
 
 
 @common.with_options(common.DataSetOptions)
@@ -60,7 +67,9 @@ def parity_command(
     *,
     shared: common.DataSetOptions,
     model_dir: Path = typer.Argument(..., help="The model folder that was exported."),
-    exported: Path = typer.Argument(..., help="The exported .onnx file or TensorRT .engine."),
+    exported: Path = typer.Argument(
+        ..., help="The exported .onnx file, OpenVINO .xml (with its .bin) or TensorRT .engine."
+    ),
     num_images: int = typer.Option(
         None,
         "--num-images",
@@ -69,6 +78,9 @@ def parity_command(
     out: Path = typer.Option(None, "--out", help="Report file (default: parity.json beside it)."),
     batch_size: int = typer.Option(None, "--batch-size"),
     providers: str = typer.Option(None, "--providers", help="ONNX Runtime: auto, cpu, cuda."),
+    ov_device: str = typer.Option(
+        None, "--ov-device", help="OpenVINO device: CPU (default), GPU, NPU or AUTO."
+    ),
 ) -> None:
     """Compare an exported model with its PyTorch model; exit code 1 when a threshold fails."""
     from kdas.export.parity import check_parity, render_parity, require_passed
@@ -80,7 +92,9 @@ def parity_command(
         options=shared.layout_options(),
         num_images=num_images,
         out=out,
-        **common.given(layout=shared.layout, batch_size=batch_size, providers=providers),
+        **common.given(
+            layout=shared.layout, batch_size=batch_size, providers=providers, device=ov_device
+        ),
     )
     render_parity(report)
     require_passed(report)
@@ -90,7 +104,10 @@ def bench_command(
     student: Path = typer.Option(None, "--student", help="Student model folder."),
     teacher: Path = typer.Option(None, "--teacher", help="Teacher model folder."),
     backends: str = typer.Option(
-        None, "--backends", help="Comma-separated backends (default: all of them)."
+        None,
+        "--backends",
+        help="Comma-separated backends (default: all of them; openvino-fp32, openvino-bf16 and "
+        "openvino-int8 need the openvino extra).",
     ),
     batch: str = typer.Option(None, "--batch", help="Comma-separated batch sizes."),
     size: str = typer.Option(None, "--size", help="Input HxW (default: the student's size)."),
@@ -99,7 +116,7 @@ def bench_command(
     ),
     repeats: int = typer.Option(None, "--repeats", help="Timed runs per batch size."),
     warmup: int = typer.Option(None, "--warmup", help="Untimed runs first."),
-    threads: int = typer.Option(None, "--threads", help="torch / ONNX Runtime threads."),
+    threads: int = typer.Option(None, "--threads", help="torch / ONNX Runtime / OpenVINO threads."),
     max_seconds: float = typer.Option(None, "--max-seconds", help="Time cap per measurement."),
     calib_data: str = typer.Option(None, "--calib-data", help="INT8 calibration data set."),
     calib_layout: str = CalibLayoutOption,
@@ -108,7 +125,8 @@ def bench_command(
     ),
     exporter: str = typer.Option(None, "--exporter", help=EXPORTER_HELP),
 ) -> None:
-    """Latency, throughput, memory and FLOP floor of student and teacher on each backend."""
+    """Latency, throughput, memory and FLOP floor of student and teacher on each backend, and
+    each model on its own fastest backend."""
     from kdas.export.bench import BenchConfig, run_bench
     from kdas.export.report import render_bench
 

@@ -2,13 +2,15 @@
 
 Both run on the evaluation split (query + gallery) of a data set: the PyTorch model through
 the training eval transform, the exported one through the runtime (its numpy preprocessing and
-its ONNX Runtime session or TensorRT engine), so the check covers everything the service does.
+its ONNX Runtime session, OpenVINO IR or TensorRT engine), so the check covers everything the
+service does.
 Each precision has one threshold, read from the exported model's own metadata:
 
 | precision | check | why |
 | --- | --- | --- |
 | fp32 | max |embedding difference| <= 1e-4 | same arithmetic, only kernel rounding |
 | fp16 | min cosine(PyTorch, exported) >= 0.999 | rounding is expected; the direction must hold |
+| bf16 | min cosine >= 0.99 | as fp16, with 8 mantissa bits instead of 11 (OpenVINO IRs) |
 | int8 | mAP drop <= 0.01 (1 point) | embeddings move; what matters is retrieval |
 
 and for every precision the exported model must name the same weights (sha256).
@@ -32,6 +34,9 @@ from kdas.utils.atomic import atomic_write_json
 THRESHOLDS: dict[str, tuple[str, str, float]] = {
     "fp32": ("max_abs_diff", "<=", 1e-4),
     "fp16": ("min_cosine", ">=", 0.999),
+    # bf16 keeps fp32's exponent but only an 8-bit mantissa (fp16: 11 bits), so each rounding
+    # is 8x coarser than fp16's: the embedding's direction is checked with a looser bound.
+    "bf16": ("min_cosine", ">=", 0.99),
     "int8": ("map_drop", "<=", 0.01),
 }
 TOP_K = 10
@@ -132,9 +137,14 @@ def check_parity(
     out: str | os.PathLike[str] | None = None,
     batch_size: int = 32,
     providers: str = "auto",
+    device: str | None = None,
+    reference_cache: dict[tuple, dict[str, np.ndarray]] | None = None,
 ) -> dict[str, Any]:
     """Compare a model folder with its export on the evaluation split; returns the report and
     writes it into `out` (default: parity.json beside the exported file) under its file name.
+    `device` is the OpenVINO device of an IR (None: the runtime's default, CPU).
+    `reference_cache` (a dict the caller keeps) holds the PyTorch embeddings per model folder,
+    data and input size, so checking several exports of one model runs PyTorch once.
 
     `report["passed"]` is False when any check fails; the caller decides what that means
     (the CLI exits with code 1).
@@ -143,10 +153,14 @@ def check_parity(
     from kdas.evaluation.extract import extract_features
     from kdas.models import load as load_model
     from kdas.runtime.embedder import Embedder
+    from kdas.runtime.openvino_model import DEFAULT_DEVICE, is_ir_file
 
     exported = Path(exported)
+    if device is not None and not is_ir_file(exported):
+        raise KdasError(f"--ov-device applies to OpenVINO IRs (.xml), not to {exported.name}")
+    # the exported file first: a missing .bin or an unknown device fails before torch loads
+    embedder = Embedder(exported, providers=providers, **({"device": device} if device else {}))
     loaded = load_model(str(model_dir))
-    embedder = Embedder(exported, providers=providers)
     info = embedder.info
     if info.precision not in THRESHOLDS:
         raise KdasError(f"{exported}: unknown precision {info.precision!r} in its metadata")
@@ -155,11 +169,20 @@ def check_parity(
     gallery = _records(splits.gallery, num_images, "gallery")
     size = (info.input_height, info.input_width)
 
-    ref, exp = {}, {}
-    for name, records in (("query", query), ("gallery", gallery)):
-        feats = extract_features(loaded.model, records, size, batch_size, progress=False)
-        ref[name] = _unit(feats.features)
-        exp[name] = embedder.embed_images([r.path for r in records], batch_size=batch_size)
+    key = (loaded.weights_sha256, str(data_root), layout, json.dumps(options or {}, sort_keys=True),
+           num_images, size)  # fmt: skip
+    ref = (reference_cache or {}).get(key) or {
+        name: _unit(
+            extract_features(loaded.model, records, size, batch_size, progress=False).features
+        )
+        for name, records in (("query", query), ("gallery", gallery))
+    }
+    if reference_cache is not None:
+        reference_cache[key] = ref
+    exp = {
+        name: embedder.embed_images([r.path for r in records], batch_size=batch_size)
+        for name, records in (("query", query), ("gallery", gallery))
+    }
     all_ref = np.concatenate([ref["query"], ref["gallery"]])
     all_exp = np.concatenate([exp["query"], exp["gallery"]])
     if all_ref.shape != all_exp.shape:
@@ -196,6 +219,7 @@ def check_parity(
         "exported": str(exported),
         "backend": embedder.backend,
         "providers": embedder.providers,
+        "device": (device or DEFAULT_DEVICE).upper() if embedder.backend == "openvino" else None,
         "precision": info.precision,
         "data": {"root": str(data_root), "layout": layout, "options": options or {}},
         "num_query": len(query),
@@ -238,7 +262,9 @@ def render_parity(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         f"{report['num_query']} queries x {report['num_gallery']} gallery, "
-        f"backend {report['backend']} -> {report['written_to']}"
+        f"backend {report['backend']}"
+        + (f" on {report['device']}" if report.get("device") else "")
+        + f" -> {report['written_to']}"
     )
 
 

@@ -17,17 +17,64 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def _side(entry: dict[str, Any] | None) -> list[str]:
+    if entry is None:
+        return ["-", "-", "-"]
+    return [entry["backend"], _num(entry["p50_ms"]), _num(entry["ms_per_image"])]
+
+
+def _best_section(best: list[dict[str, Any]]) -> list[str]:
+    """Each model on its own fastest backend, per batch size, and the ratio of the two."""
+    if not best:
+        return []
+    lines = [
+        "",
+        "## Each model on its best backend",
+        "",
+        "Per batch size, the lowest measured p50 of each model over all its backends (any "
+        "precision); latency ratio = student p50 / teacher p50.",
+        "",
+    ]
+    return lines + _table(
+        ["batch", "student backend", "student p50 ms", "student ms / image", "teacher backend",
+         "teacher p50 ms", "teacher ms / image", "latency ratio", "throughput ratio"],
+        [
+            [str(b["batch"]), *_side(b.get("student")), *_side(b.get("teacher")),
+             _num(b.get("latency"), ".3f"), _num(b.get("throughput"), ".3f")]
+            for b in best
+        ],
+    )  # fmt: skip
+
+
+def best_lines(result: dict[str, Any]) -> list[str]:
+    """One line per batch size: each model's fastest backend and the student / teacher ratio."""
+    lines = []
+    for b in result.get("best") or []:
+        sides = [
+            f"{role} {b[role]['backend']} {b[role]['p50_ms']:.2f} ms"
+            for role in ("student", "teacher")
+            if role in b
+        ]
+        ratio = f" ({b['latency']:.3f}x)" if b.get("latency") is not None else ""
+        lines.append(f"best at batch {b['batch']}: " + " vs ".join(sides) + ratio)
+    return lines
+
+
 def markdown(result: dict[str, Any]) -> str:
     machine, peak = result["machine"], result["peak_gflops"]
     threads = result["threads"]
     ort_threads = threads["onnxruntime"] or "default (all cores)"
+    openvino = ""
+    if machine.get("openvino"):
+        ov_threads = threads.get("openvino") or "default (all cores)"
+        openvino = f", openvino {machine['openvino']} (inference threads: {ov_threads})"
     height, width = result["size"]
     lines = [
         f"# kdas bench, {result['date']}",
         "",
         f"{machine['cpu']}, {machine['cores']} cores; torch {machine['torch']} "
         f"({threads['torch']} threads), onnxruntime {machine['onnxruntime']} "
-        f"(intra-op threads: {ort_threads}). Load average (1/5/15 min) before "
+        f"(intra-op threads: {ort_threads}){openvino}. Load average (1/5/15 min) before "
         f"{result['load_average']['before']}, after {result['load_average']['after']}.",
         "",
         f"Input {height}x{width}. Measured matmul peak (torch 2048^3): fp32 "
@@ -81,6 +128,7 @@ def markdown(result: dict[str, Any]) -> str:
                 for p in ratios["per_backend"]
             ],
         )
+    lines += _best_section(result.get("best") or [])
     if result.get("absent"):
         lines += ["", "## Absent backends", ""]
         lines += [f"- {backend}: {reason}" for backend, reason in result["absent"].items()]
@@ -164,5 +212,7 @@ def render_bench(result: dict[str, Any]) -> None:
 
     target = Path(result["written_to"])
     Console().print(Markdown((target / BENCH_TABLE).read_text()))
+    for line in best_lines(result):
+        print(line)
     ok = sum(r["status"] == "ok" for r in result["results"])
     print(f"{ok} measurements -> {target}/{BENCH_FILE}, {BENCH_TABLE}, {BENCH_PLOT}")

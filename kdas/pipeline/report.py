@@ -105,6 +105,7 @@ def collect(ctx: StageContext) -> dict[str, Any]:
         "bench": _read_json(paths.export / BENCH_FILE),
         "parity": _read_json(paths.export / PARITY_FILE),
         "index": ctx.results.get("index"),
+        "export": ctx.results.get("export"),
     }
 
 
@@ -118,6 +119,7 @@ def _model_rows(facts: dict[str, Any]) -> list[list[Any]]:
         flops = (cfg.get("facts") or {}).get("flops")
         onnx = _bench_row(bench, role, "onnx")
         int8 = _bench_row(bench, role, "onnx-int8")
+        ov_int8 = _bench_row(bench, role, "openvino-int8")
         rows.append(
             [
                 role,
@@ -128,6 +130,7 @@ def _model_rows(facts: dict[str, Any]) -> list[list[Any]]:
                 _pct(metrics.get("mINP")),
                 _num(onnx["p50_ms"] if onnx else None),
                 _num(int8["p50_ms"] if int8 else None),
+                _num(ov_int8["p50_ms"] if ov_int8 else None),
             ]
         )
     return rows
@@ -135,7 +138,7 @@ def _model_rows(facts: dict[str, Any]) -> list[list[Any]]:
 
 MODEL_HEADERS = [
     "model", "params (M)", "GFLOPs", "rank-1 %", "mAP %", "mINP %", "ORT fp32 b1 ms",
-    "ORT INT8 b1 ms",
+    "ORT INT8 b1 ms", "OpenVINO INT8 b1 ms",
 ]  # fmt: skip
 
 
@@ -242,18 +245,42 @@ def _parity_section(parity: dict[str, Any] | None) -> str:
         )
         torch_map = (r.get("torch") or {}).get("mAP")
         exported_map = (r.get("exported_metrics") or {}).get("mAP")
+        backend = r.get("backend", "")
         rows.append(
             [
-                name, r["precision"], status, f"{r['max_abs_diff']:.2e}",
-                f"{r['min_cosine']:.5f}", _pct(torch_map), _pct(exported_map),
-                _pct(r.get("top10_overlap")),
+                name, f"{backend} {r['device']}" if r.get("device") else backend, r["precision"],
+                status, f"{r['max_abs_diff']:.2e}", f"{r['min_cosine']:.5f}", _pct(torch_map),
+                _pct(exported_map), _pct(r.get("top10_overlap")),
             ]
         )  # fmt: skip
     return "<h2>Parity of every export</h2>" + _table(
-        ["file", "precision", "result", "max |Δ|", "min cosine", "mAP torch %", "mAP export %",
-         "top-10 overlap %"],
+        ["file", "backend", "precision", "result", "max |Δ|", "min cosine", "mAP torch %",
+         "mAP export %", "top-10 overlap %"],
         rows,
     )  # fmt: skip
+
+
+def _export_section(paths: Any, export: dict[str, Any] | None) -> str:
+    """Each exported file with its size on disk (an IR's .xml and the .bin beside it), and
+    each one the stage skipped with the reason."""
+    if not export:
+        return ""
+    rows = []
+    for name in export.get("files", {}):
+        path = paths.export / name
+        parts = [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+        sizes = [q.stat().st_size for q in parts if q.is_file()]
+        shown = " + ".join(q.name for q in parts)
+        rows.append([shown, _num(sum(sizes) / 2**20, ".2f") if sizes else "missing"])
+    skipped = "".join(
+        f"<li><b>{html.escape(name)}</b>: {html.escape(reason)}</li>"
+        for name, reason in export.get("skipped", {}).items()
+    )
+    return (
+        "<h2>Exported files</h2>"
+        + _table(["file", "MB"], rows)
+        + (f"<p>Not exported here:</p><ul>{skipped}</ul>" if skipped else "")
+    )
 
 
 def _index_section(index: dict[str, Any] | None) -> str:
@@ -310,6 +337,7 @@ def write_report(ctx: StageContext) -> Path:
         "<h2>Retrieval quality</h2>" if teacher_eval or student_eval else "",
         _image(paths.eval / CMC_PLOT, "CMC curves"),
         rank_lists,
+        _export_section(paths, facts["export"]),
         _deployment_section(paths, facts["bench"]),
         _parity_section(facts["parity"]),
         _index_section(facts["index"]),

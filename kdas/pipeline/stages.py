@@ -9,6 +9,7 @@ from kdas.errors import KdasError
 from kdas.files import (
     CMC_PLOT,
     GENOTYPE_FILE,
+    IR_SUFFIXES,
     ONNX_SUFFIXES,
     PARITY_FILE,
     SYNTH_CONFIG_FILE,
@@ -106,7 +107,8 @@ def evaluate_stage(ctx: StageContext) -> dict[str, Any]:
 
 
 def export_stage(ctx: StageContext) -> dict[str, Any]:
-    """Student and teacher to ONNX; the student also to INT8 / FP16 / TensorRT as configured."""
+    """Student and teacher to ONNX; the student also to INT8 / FP16 / TensorRT and both to
+    OpenVINO IRs as configured."""
     from kdas.errors import BackendUnavailable
     from kdas.export.api import export_model
 
@@ -143,7 +145,40 @@ def export_stage(ctx: StageContext) -> dict[str, Any]:
         except BackendUnavailable as exc:
             skipped[target.name] = str(exc)
             console.log(f"TensorRT skipped: {exc}")
+    if e.openvino:
+        _export_openvino(ctx, calibration, files, skipped)
     return {"files": files, "skipped": skipped}
+
+
+def _export_openvino(
+    ctx: StageContext, calibration: dict[str, Any], files: dict[str, str], skipped: dict[str, str]
+) -> None:
+    """Student and teacher IRs in each configured precision; bf16 is skipped with one log line
+    where the CPU lacks it (the other IRs still deploy), any other failure stops the stage."""
+    from kdas.errors import BackendUnavailable
+    from kdas.export.api import export_model
+    from kdas.runtime.openvino_model import check_precision_supported
+
+    e, paths = ctx.cfg.export, ctx.paths
+    precisions = list(dict.fromkeys(e.openvino_precisions))
+    if "bf16" in precisions:
+        try:
+            check_precision_supported("bf16")
+        except BackendUnavailable as exc:
+            precisions.remove("bf16")
+            for kind in ("student", "teacher"):
+                skipped[f"{kind}{IR_SUFFIXES['bf16']}"] = str(exc)
+            console.log(f"OpenVINO bf16 skipped: {exc}")
+    for kind, folder in (("student", paths.student), ("teacher", paths.teacher)):
+        onnx = files[f"{kind}{ONNX_SUFFIXES['fp32']}"]  # written above: no second export
+        for precision in precisions:
+            target = paths.export / f"{kind}{IR_SUFFIXES[precision]}"
+            extra = calibration if precision == "int8" else {}
+            files[target.name] = str(
+                export_model(
+                    folder, "openvino", out=target, precision=precision, from_onnx=onnx, **extra
+                )
+            )
 
 
 def parity_stage(ctx: StageContext) -> dict[str, Any]:
@@ -155,6 +190,7 @@ def parity_stage(ctx: StageContext) -> dict[str, Any]:
     if not files:
         raise KdasError("no exported models to check: run the export stage first")
     reports = {}
+    cache: dict[tuple, Any] = {}  # PyTorch runs once per model, not once per exported file
     for name, path in files.items():
         folder = paths.teacher if name.startswith("teacher") else paths.student
         report = check_parity(
@@ -165,11 +201,15 @@ def parity_stage(ctx: StageContext) -> dict[str, Any]:
             options=dict(data.options),
             num_images=ctx.cfg.parity.num_images,
             out=paths.export / PARITY_FILE,
+            reference_cache=cache,
         )
         reports[name] = {
             k: report[k]
-            for k in ("precision", "passed", "max_abs_diff", "min_cosine", "map_drop", "checks")
-        }
+            for k in (
+                "precision", "backend", "device", "passed", "max_abs_diff", "min_cosine",
+                "map_drop", "checks",
+            )
+        }  # fmt: skip
         reports[name]["mAP"] = {
             "torch": (report["torch"] or {}).get("mAP"),
             "exported": (report["exported_metrics"] or {}).get("mAP"),
@@ -185,20 +225,36 @@ def parity_stage(ctx: StageContext) -> dict[str, Any]:
     return reports
 
 
+def _bench_files(files: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The export stage's files by model and bench backend (student.int8.xml -> openvino-int8),
+    so the bench times the files that were checked for parity instead of exporting its own."""
+    from kdas.export.backends import OPENVINO_BACKENDS
+
+    by_name = {"onnx": ONNX_SUFFIXES["fp32"], "onnx-int8": ONNX_SUFFIXES["int8"]}
+    by_name |= {backend: IR_SUFFIXES[p] for backend, p in OPENVINO_BACKENDS.items()}
+    exported: dict[str, dict[str, Any]] = {"student": {}, "teacher": {}}
+    for role, given in exported.items():
+        for backend, suffix in by_name.items():
+            if f"{role}{suffix}" in files:
+                given[backend] = files[f"{role}{suffix}"]
+    return exported
+
+
 def bench_stage(ctx: StageContext) -> dict[str, Any]:
+    """`kdas bench` on the exported files; with `[export] openvino` the IRs' backends too
+    (bf16 where it was skipped is listed as absent, with the reason)."""
+    from kdas.export.backends import OPENVINO_BACKENDS
     from kdas.export.bench import BenchConfig, run_bench
 
-    b, data, paths = ctx.cfg.bench, ctx.cfg.data, ctx.paths
+    b, data, paths, e = ctx.cfg.bench, ctx.cfg.data, ctx.paths, ctx.cfg.export
     files = ctx.results.get("export", {}).get("files", {})
-    exported: dict[str, dict[str, Any]] = {"student": {}, "teacher": {}}
-    for name, path in files.items():
-        role = "teacher" if name.startswith("teacher") else "student"
-        if name.endswith(ONNX_SUFFIXES["int8"]):
-            exported[role]["onnx-int8"] = path
-        elif name == f"{role}{ONNX_SUFFIXES['fp32']}":
-            exported[role]["onnx"] = path
+    exported = _bench_files(files)
+    backends = list(b.backends)
+    if e.openvino:
+        wanted = set(e.openvino_precisions)
+        backends += [k for k, p in OPENVINO_BACKENDS.items() if p in wanted and k not in backends]
     config = BenchConfig(
-        backends=tuple(b.backends),
+        backends=tuple(backends),
         batches=tuple(b.batch),
         repeats=b.repeats,
         threads=b.threads,
