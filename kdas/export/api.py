@@ -59,8 +59,8 @@ def export_model(
     to="openvino": an IR of `precision` fp32/bf16/int8 (int8: kdas's QDQ INT8 calibrated on
     `calib_data`'s training images) converted from the fp32 ONNX export; bf16 on a CPU
     without it, or no OpenVINO, raises BackendUnavailable before doing any work. `from_onnx`
-    converts that fp32 ONNX export of `model_dir` instead of exporting it again (the pipeline writes one IR per
-    precision from the file its export stage just wrote).
+    converts that fp32 ONNX export of `model_dir` instead of exporting it again (the
+    pipeline writes one IR per precision from the file its export stage just wrote).
     """
     from kdas.export.calibration import calibration_paths
 
