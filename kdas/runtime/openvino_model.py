@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -91,7 +90,7 @@ def set_metadata(
         model.set_rt_info(json.dumps(value), [RT_SECTION, key])
 
 
-def read_metadata(model: Any, source: str) -> dict[str, str]:
+def read_metadata(model: Any) -> dict[str, str]:
     """Every kdas rt_info entry of a read model, as `kdas.<name>` -> JSON text."""
     if not model.has_rt_info([RT_SECTION]):
         return {}
@@ -155,7 +154,7 @@ def read_ir(xml_path: str | os.PathLike[str]) -> tuple[Any, EmbeddingModelInfo]:
             f"cannot read OpenVINO model {xml_path}: {_first_line(exc)} (is it an IR written "
             "by `kdas export --to openvino`, with its own .bin?)"
         ) from None
-    props = read_metadata(model, str(xml_path))
+    props = read_metadata(model)
     info = EmbeddingModelInfo.from_metadata_props(props, source=str(xml_path))
     expected = props.get(PREFIX + BIN_SHA256)
     if expected is None or sha256_file(bin_path) != expected:
@@ -230,11 +229,3 @@ def check_input_shape(model: Any, info: EmbeddingModelInfo, source: Path) -> Non
             f"{source}: the graph input is {shape} but its metadata says (N, 3, "
             f"{info.input_height}, {info.input_width}); re-export the model"
         )
-
-
-def copy_ir(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
-    """Copy an IR and its .bin together (an index folder keeps its own copy of the model)."""
-    src, dst = Path(src), Path(dst)
-    shutil.copyfile(src.with_suffix(".bin"), dst.with_suffix(".bin"))
-    shutil.copyfile(src, dst)
-    return dst
