@@ -22,6 +22,7 @@ GENOTYPE_FILE = "genotype.json"
 ALPHAS_PLOT = "alphas.png"  # α of every edge over the epochs
 SCHEDULE_PLOT = "schedule.png"  # the distillation temperature T and weight w per epoch
 CELL_PLOTS = {"normal": "cell_normal.png", "reduce": "cell_reduce.png"}  # the derived cells
+LATENCY_PLOT = "latency.png"  # E[lat] under α and the derived genotype's predicted latency
 
 # An evaluation folder (`kdas eval`: MODEL_DIR/eval; the pipeline: runs/NAME/eval/<role>),
 # which also holds METRICS_FILE
@@ -65,3 +66,10 @@ ABLATION_FILE = "ablation.json"  # config, every run, the table rows
 ABLATION_TABLE = "ablation.md"
 ABLATION_CSV = "ablation.csv"  # one row per run
 ABLATION_PLOT = "ablation.png"
+
+# Hardware-aware search: a run's latency table (runs/NAME/latency/), and the accuracy against
+# latency picture of several runs (`kdas pareto`, the pipeline report)
+LATENCY_DIR = "latency"
+LATENCY_TABLE_FILE = "table.json"
+PARETO_PLOT = "pareto.png"
+PARETO_FILE = "pareto.json"

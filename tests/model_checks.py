@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from kdas.constants import ONNX_OPSET
+
+if TYPE_CHECKING:
+    import onnx
 
 
 def onnx_and_torch_outputs(
@@ -61,3 +66,61 @@ def check_head_contract(
         embedding = net(x)
     assert embedding.shape == (batch, dim)
     return embedding
+
+
+# ---------------------------------------------------------------- INT8 (QDQ) graphs
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+def float_islands(model: onnx.ModelProto) -> list[str]:
+    """Names of the compute nodes of a QDQ graph that read some input not from a
+    DequantizeLinear: ONNX Runtime runs those in float32 (it fuses DQ -> op -> Q into an integer
+    kernel only when every input, the weight and bias included, is dequantized)."""
+    producers = {out: node.op_type for node in model.graph.node for out in node.output}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type in COMPUTE_OPS
+        and any(producers.get(name) != "DequantizeLinear" for name in node.input if name)
+    ]
+
+
+def quantize_like_export(
+    source: Path,
+    out: Path,
+    batches: Sequence[np.ndarray],
+    input_name: str = "x",
+    keep_float: Sequence[str] = (),
+) -> onnx.ModelProto:
+    """INT8 QDQ with `kdas.export.quantize.quantize_int8`'s recipe (pre-process without symbolic
+    shapes, unique node names, S8 per-channel weights, U8 activations, MinMax calibration,
+    BatchNorms that survived folding left in float32), calibrated on `batches`, for graphs
+    without the kdas metadata and L2 tail that `quantize_int8` expects. `keep_float` names
+    further nodes (of the pre-processed graph) to leave unquantized."""
+    import onnx
+    from onnxruntime import quantization
+
+    from kdas.export.graph import name_nodes
+    from kdas.export.quantize import _reader
+
+    prepared = out.with_suffix(".prepared.onnx")
+    quantization.quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    pre = onnx.load(str(prepared))
+    name_nodes(pre)
+    onnx.save_model(pre, str(prepared))
+    quantization.quantize_static(
+        str(prepared),
+        str(out),
+        _reader(list(batches), input_name),
+        quant_format=quantization.QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=quantization.QuantType.QUInt8,
+        weight_type=quantization.QuantType.QInt8,
+        nodes_to_exclude=[
+            *(n.name for n in pre.graph.node if n.op_type == "BatchNormalization"),
+            *keep_float,
+        ],
+        calibrate_method=quantization.CalibrationMethod.MinMax,
+    )
+    return onnx.load(str(out))

@@ -124,13 +124,13 @@ def test_search_with_a_custom_primitive_set(
 ) -> None:
     cfg = search_config(tiny_market, tiny_teacher, epochs=1)
     cfg.data.batches_per_epoch = 1
-    cfg.model.primitives = ("none", "skip_connect", "sep_conv_3x3", "part_aware")
+    cfg.ops = ("none", "skip_connect", "sep_conv_3x3", "part_aware")
     loop.run_search(cfg, tmp_path / "s")
     doc = json.loads((tmp_path / "s" / "genotype.json").read_text())
-    assert doc["primitives"] == list(cfg.model.primitives)
+    assert doc["primitives"] == list(cfg.ops)
     assert torch.tensor(doc["alphas"]["normal"]).shape == (5, 4)  # 2 nodes: 5 edges
     ops = {op for op, _ in doc["normal"] + doc["reduce"]}
     assert ops <= {"skip_connect", "sep_conv_3x3", "part_aware"}
     history = json.loads((tmp_path / "s" / "alphas.jsonl").read_text().splitlines()[0])
-    assert history["genotype"]["primitives"] == list(cfg.model.primitives)
+    assert history["genotype"]["primitives"] == list(cfg.ops)
     assert (tmp_path / "s" / "alphas.png").stat().st_size > 1000

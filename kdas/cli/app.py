@@ -40,6 +40,7 @@ def _register() -> None:
     from kdas.cli import evaluate as evaluate_cli
     from kdas.cli import export as export_cli
     from kdas.cli import index as index_cli
+    from kdas.cli import latency as latency_cli
     from kdas.cli import pipeline as pipeline_cli
     from kdas.cli import search as search_cli
     from kdas.cli import serve as serve_cli
@@ -51,6 +52,7 @@ def _register() -> None:
         ("data", data_cli.app, "Synthesise and inspect Re-ID data sets.", train),
         ("teacher", teacher_cli.app, "Train the ResNet Re-ID teacher.", train),
         ("index", index_cli.app, "Build, update, query and evaluate a gallery index.", deploy),
+        ("latency", latency_cli.app, "Profile and check the latency table of a backend.", deploy),
     )
     commands = (  # (name, function, help panel), in the order `kdas --help` lists them
         ("search", search_cli.search_command, train),
@@ -63,6 +65,7 @@ def _register() -> None:
         ("bench", export_cli.bench_command, deploy),
         ("serve", serve_cli.serve_command, deploy),
         ("pipeline", pipeline_cli.pipeline_command, whole),
+        ("pareto", pipeline_cli.pareto_command, whole),
     )
     for name, group, text, panel in groups:
         app.add_typer(group, name=name, help=text, rich_help_panel=panel)

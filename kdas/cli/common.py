@@ -57,6 +57,13 @@ def parse_names(text: str | None) -> tuple[str, ...] | None:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def op_set(text: str | None) -> str | tuple[str, ...] | None:
+    """--ops: a named primitive set ('auto-reid+dense') or a comma-separated list of ops."""
+    if text is None or "," not in text:
+        return text
+    return parse_names(text)
+
+
 def given(**options: Any) -> dict[str, Any]:
     """The options the user set; the library fills in its defaults for the others."""
     return {name: value for name, value in options.items() if value is not None}

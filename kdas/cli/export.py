@@ -124,6 +124,12 @@ def bench_command(
         None, "--profile-batch", help="Per-op ONNX Runtime profile at this batch size."
     ),
     exporter: str = typer.Option(None, "--exporter", help=EXPORTER_HELP),
+    latency_table: Path = typer.Option(
+        None, "--latency-table", help="Compare the student's predicted latency (this table)."
+    ),
+    allow_foreign_lut: bool = typer.Option(
+        None, "--allow-foreign-lut", help="Accept a latency table from another machine kind."
+    ),
 ) -> None:
     """Latency, throughput, memory and FLOP floor of student and teacher on each backend, and
     each model on its own fastest backend."""
@@ -136,6 +142,8 @@ def bench_command(
             size=common.parse_size(size), repeats=repeats, warmup=warmup, threads=threads,
             max_seconds=max_seconds, profile_batch=profile_batch, exporter=exporter,
             calib_data=calib_data, calib_layout=calib_layout,
+            latency_table=str(latency_table) if latency_table else None,
+            allow_foreign_lut=allow_foreign_lut,
         )
     )  # fmt: skip
     render_bench(run_bench(student, teacher, out, cfg))

@@ -34,3 +34,25 @@ def pipeline_command(
     }
     cfg = load_typed_config(PipelineConfig, config, overrides)
     run_pipeline(cfg, STAGE_FUNCTIONS, force=force, resume=resume)
+
+
+def pareto_command(
+    runs: list[Path] = typer.Argument(..., help="Pipeline run folders (runs/NAME), one each."),
+    out: Path = typer.Option(..., "--out", help="Folder for pareto.png and pareto.json."),
+    batch: int = typer.Option(1, "--batch", help="Batch size whose latency is plotted."),
+) -> None:
+    """mAP against measured latency of the runs' students (each on its best backend), with the
+    teacher marked."""
+    from kdas.files import PARETO_PLOT
+    from kdas.pipeline.pareto import write_pareto
+
+    points = write_pareto(runs, out, batch=batch)
+    for p in points["students"]:
+        typer.echo(
+            f"{p['run']}: target {p['target']}, mAP {100 * p['mAP']:.1f}, "
+            f"{p['latency_ms']:.2f} ms ({p['backend']})"
+        )
+    if points["teacher"]:
+        t = points["teacher"]
+        typer.echo(f"teacher: mAP {100 * t['mAP']:.1f}, {t['latency_ms']:.2f} ms ({t['backend']})")
+    typer.echo(f"-> {out / PARETO_PLOT}")

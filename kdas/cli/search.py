@@ -20,6 +20,21 @@ def search_command(
     channels: int = typer.Option(None, "--channels", help="Supernet C (paper: 32)."),
     steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
     max_skips: int = typer.Option(None, "--max-skips", help="Cap skip connections (normal cell)."),
+    ops: str = typer.Option(
+        None, "--ops", help="Primitive set (auto-reid, auto-reid+dense) or comma-separated ops."
+    ),
+    latency_table: Path = typer.Option(
+        None, "--latency-table", help="Latency table JSON (kdas latency profile)."
+    ),
+    latency_target: str = typer.Option(
+        None, "--latency-target", help="Budget: ms (4.5) or a teacher share (0.3x-teacher)."
+    ),
+    latency_weight: float = typer.Option(
+        None, "--latency-weight", help="λ of the latency term (default 1)."
+    ),
+    allow_foreign_lut: bool = typer.Option(
+        None, "--allow-foreign-lut", help="Accept a table measured on another machine kind."
+    ),
 ) -> None:
     """Search a Re-ID cell guided by the teacher (distillation + triplet, DARTS relaxation)."""
     from kdas.files import GENOTYPE_FILE
@@ -34,6 +49,13 @@ def search_command(
         optim={"order": order},
         loss={"kd": {"mode": kd}},
         max_skip_normal=max_skips,
+        ops=common.op_set(ops),
+        latency={
+            "table": str(latency_table) if latency_table else None,
+            "target": latency_target,
+            "weight": latency_weight,
+            "allow_foreign": allow_foreign_lut,
+        },
     )
     cfg = load_typed_config(SearchConfig, shared.config, overrides)
     result = run_search(cfg, out, resume=shared.resume, force=shared.force)

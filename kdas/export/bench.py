@@ -55,6 +55,8 @@ class BenchConfig:
     exporter: str = "auto"
     profile_batch: int | None = None  # ORT per-op profile of the onnx backends at this batch
     seed: int = 0
+    latency_table: str | None = None  # compare the student's predicted latency with the bench
+    allow_foreign_lut: bool = False
 
     def validate(self) -> None:
         unknown = [b for b in self.backends if b not in BACKENDS]
@@ -280,6 +282,18 @@ def _best(rows: list[dict[str, Any]], batches: tuple[int, ...]) -> list[dict[str
     return best
 
 
+def _prediction(
+    cfg: BenchConfig, models: dict[str, str], rows: list[dict[str, Any]]
+) -> dict[str, Any] | None:
+    if not cfg.latency_table or "student" not in models:
+        return None
+    from kdas.export.latency_check import predicted_vs_measured
+
+    return predicted_vs_measured(
+        cfg.latency_table, models["student"], rows, allow_foreign=cfg.allow_foreign_lut
+    )
+
+
 def run_bench(
     student: str | os.PathLike[str] | None = None,
     teacher: str | os.PathLike[str] | None = None,
@@ -378,6 +392,7 @@ def run_bench(
         "ratios": _ratios(rows, facts),
         "best": _best(rows, cfg.batches),
         "profiles": profiles,
+        "latency_prediction": _prediction(cfg, models, rows),
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / BENCH_FILE, result)

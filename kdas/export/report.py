@@ -46,6 +46,20 @@ def _best_section(best: list[dict[str, Any]]) -> list[str]:
     )  # fmt: skip
 
 
+def prediction_line(result: dict[str, Any]) -> str | None:
+    """The student's predicted (latency table) against its measured latency, in one line."""
+    p = result.get("latency_prediction")
+    if not p:
+        return None
+    head = (
+        f"student latency predicted by {p['table']} ({p['table_backend']}, batch {p['batch']}): "
+        f"{p['predicted_ms']:.2f} ms"
+    )
+    if "measured_ms" not in p:
+        return f"{head}; not compared: {p.get('note', 'no measurement')}"
+    return f"{head}, measured {p['measured_ms']:.2f} ms ({p['error'] * 100:+.1f} %)"
+
+
 def best_lines(result: dict[str, Any]) -> list[str]:
     """One line per batch size: each model's fastest backend and the student / teacher ratio."""
     lines = []
@@ -129,6 +143,9 @@ def markdown(result: dict[str, Any]) -> str:
             ],
         )
     lines += _best_section(result.get("best") or [])
+    predicted = prediction_line(result)
+    if predicted:
+        lines += ["", "## Predicted against measured", "", predicted + "."]
     if result.get("absent"):
         lines += ["", "## Absent backends", ""]
         lines += [f"- {backend}: {reason}" for backend, reason in result["absent"].items()]
@@ -214,5 +231,7 @@ def render_bench(result: dict[str, Any]) -> None:
     Console().print(Markdown((target / BENCH_TABLE).read_text()))
     for line in best_lines(result):
         print(line)
+    if prediction_line(result):
+        print(prediction_line(result))
     ok = sum(r["status"] == "ok" for r in result["results"])
     print(f"{ok} measurements -> {target}/{BENCH_FILE}, {BENCH_TABLE}, {BENCH_PLOT}")

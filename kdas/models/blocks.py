@@ -4,7 +4,8 @@ These know nothing of the op registry (`kdas.models.ops` names them), so any op 
 part-aware one included, can use them without an import circle.
 
 Shape rule (every block, any H and W, even or odd): a block maps H x W to ceil(H / s) x
-ceil(W / s) at stride s, which is what a 3x3 conv with padding 1 and a 1x1 conv give at stride 2.
+ceil(W / s) at stride s, which is what a k x k conv (k odd) with padding d * (k // 2) gives at
+dilation d and stride 1 or 2, a 1x1 conv with padding 0 included.
 The factorized reduce's shifted branch is zero-padded by one row and column at the bottom/right
 before the shift so that it obeys the same rule for odd sizes.
 """
@@ -27,15 +28,28 @@ class _Chain(nn.Module):
         return self.op(x)
 
 
-class ReLUConvBN(_Chain):
+class ConvBN(_Chain):
+    """ReLU -> dense k x k conv (stride s, padding k // 2) -> BN.
+
+    A dense conv does more arithmetic than a separable one but in one big, regular kernel that
+    VNNI/AMX and Tensor Cores run at full rate, so on those targets it can be the faster op (the
+    `conv_3x3` and `conv_1x1` ops; the latency table decides). With an odd k and padding k // 2
+    it obeys the shape rule.
+    """
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, affine: bool) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride, kernel_size // 2, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+class ReLUConvBN(ConvBN):
     """ReLU -> 1x1 conv -> BN: the cell-input preprocessing (to the cell's channel count)."""
 
     def __init__(self, C_in: int, C_out: int, affine: bool) -> None:
-        super().__init__(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, 1, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
-        )
+        super().__init__(C_in, C_out, 1, 1, affine)
 
 
 class DilConv(_Chain):
@@ -71,6 +85,46 @@ class SepConv(_Chain):
         first = DilConv(C_in, C_in, kernel_size, stride, padding, 1, affine)
         second = DilConv(C_in, C_out, kernel_size, 1, padding, 1, affine)
         super().__init__(*first.op, *second.op)
+
+
+class InvertedResidual(_Chain):
+    """MobileNetV2's block without squeeze-excitation: 1x1 expand to e*C_in -> BN -> ReLU ->
+    depthwise k x k (stride s, padding k // 2) -> BN -> ReLU -> 1x1 project -> BN, plus the input
+    when the stride is 1 and the channels match.
+
+    Its input is not pre-activated (a cell's states are BN outputs or sums of them), so it starts
+    with the expansion, not a ReLU. Plain ReLU rather than ReLU6, as in the rest of the space:
+    INT8 QDQ folds a ReLU into the U8 range of the conv before it, and a fixed cap at 6 adds
+    nothing once the calibrated range bounds the activations anyway.
+    """
+
+    def __init__(
+        self,
+        C_in: int,
+        C_out: int,
+        kernel_size: int,
+        stride: int,
+        expansion: int,
+        affine: bool,
+    ) -> None:
+        hidden = C_in * expansion
+        super().__init__(
+            nn.Conv2d(C_in, hidden, 1, bias=False),
+            nn.BatchNorm2d(hidden, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(
+                hidden, hidden, kernel_size, stride, kernel_size // 2, groups=hidden, bias=False
+            ),
+            nn.BatchNorm2d(hidden, affine=affine),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(hidden, C_out, 1, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+        self.residual = stride == 1 and C_in == C_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.op(x)
+        return out + x if self.residual else out
 
 
 class FactorizedReduce(nn.Module):

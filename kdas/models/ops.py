@@ -1,10 +1,14 @@
 """The search-space ops: one registry, name -> constructor `(C, stride, affine) -> nn.Module`.
 
 The supernet's mixed op, the genotype derivation and validation, and the static student all look
-ops up by name in `OPS`, so adding an op is one line here. `PRIMITIVES` is only the default set a
-search uses (the set itself is a config field); the registry may hold more. The modules the
-constructors build live in `kdas.models.blocks` and `kdas.models.part_aware`, which do not import
-this registry.
+ops up by name in `OPS`, so adding an op is one line here. The registry holds more ops than any
+one search uses: a search chooses among a primitive set, named in `PRIMITIVE_SETS` or listed op
+by op (`resolve_primitives`), `auto-reid` (the paper's seven, `PRIMITIVES`) by default.
+`auto-reid+dense` adds dense and inverted-residual convs, which INT8 (VNNI/AMX) CPUs and Tensor
+Cores run at full rate, so a latency-aware search can trade the separable ops for them. The 5x5
+separable and dilated convs are in no set: they are here so that published DARTS cells (DARTS-V1,
+GDAS) build as students. The modules the constructors build live in `kdas.models.blocks` and
+`kdas.models.part_aware`, which do not import this registry.
 
 Shape rule (every op, any H and W, even or odd): an op keeps its channel count C and maps
 H x W to ceil(H / s) x ceil(W / s) at stride s (see `kdas.models.blocks`), so cells stay
@@ -18,7 +22,14 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from kdas.errors import KdasError
-from kdas.models.blocks import DilConv, FactorizedReduce, SepConv, Zero
+from kdas.models.blocks import (
+    ConvBN,
+    DilConv,
+    FactorizedReduce,
+    InvertedResidual,
+    SepConv,
+    Zero,
+)
 from kdas.models.part_aware import PartAware
 
 NONE = "none"
@@ -37,6 +48,14 @@ OPS: dict[str, Callable[[int, int, bool], nn.Module]] = {
     "sep_conv_3x3": lambda C, stride, affine: SepConv(C, C, 3, stride, 1, affine=affine),
     "dil_conv_3x3": lambda C, stride, affine: DilConv(C, C, 3, stride, 2, 2, affine=affine),
     "part_aware": lambda C, stride, affine: PartAware(C, C, stride=stride, affine=affine),
+    # Beyond the paper: dense convs and inverted residuals (the `auto-reid+dense` set).
+    "conv_3x3": lambda C, stride, affine: ConvBN(C, C, 3, stride, affine=affine),
+    "conv_1x1": lambda C, stride, affine: ConvBN(C, C, 1, stride, affine=affine),
+    "mbconv_3x3_e3": lambda C, stride, affine: InvertedResidual(C, C, 3, stride, 3, affine=affine),
+    "mbconv_5x5_e6": lambda C, stride, affine: InvertedResidual(C, C, 5, stride, 6, affine=affine),
+    # DARTS' 5x5 ops, for published cells (DARTS-V1, GDAS); in no primitive set.
+    "sep_conv_5x5": lambda C, stride, affine: SepConv(C, C, 5, stride, 2, affine=affine),
+    "dil_conv_5x5": lambda C, stride, affine: DilConv(C, C, 5, stride, 4, 2, affine=affine),
 }
 
 PRIMITIVES: tuple[str, ...] = (
@@ -48,6 +67,12 @@ PRIMITIVES: tuple[str, ...] = (
     "dil_conv_3x3",
     "part_aware",
 )
+
+DEFAULT_PRIMITIVE_SET = "auto-reid"
+PRIMITIVE_SETS: dict[str, tuple[str, ...]] = {
+    DEFAULT_PRIMITIVE_SET: PRIMITIVES,
+    "auto-reid+dense": (*PRIMITIVES, "conv_3x3", "conv_1x1", "mbconv_3x3_e3", "mbconv_5x5_e6"),
+}
 
 
 def known_ops() -> str:
@@ -77,6 +102,19 @@ def check_primitives(primitives: Sequence[str]) -> tuple[str, ...]:
     if not any(name != NONE for name in names):
         raise KdasError("primitives: need at least one op other than 'none'")
     return names
+
+
+def resolve_primitives(ops: str | Sequence[str]) -> tuple[str, ...]:
+    """A search's `ops` setting -> its primitives: a string names a set in `PRIMITIVE_SETS`, a
+    sequence lists the ops themselves (validated by `check_primitives`)."""
+    if isinstance(ops, str):
+        if ops not in PRIMITIVE_SETS:
+            raise KdasError(
+                f"{ops!r} is not a known primitive set (known: {', '.join(PRIMITIVE_SETS)}); "
+                "give a set name or a list of op names"
+            )
+        return PRIMITIVE_SETS[ops]
+    return check_primitives(ops)
 
 
 def is_pooling(op: nn.Module) -> bool:

@@ -8,6 +8,12 @@ Stripe i holds rows [floor(i*H/P), floor((i+1)*H/P)); with H >= P every stripe i
 every row is in exactly one. Pooling and painting are matrix products with a fixed row-to-stripe
 matrix built from the (static) input height, and the P per-stripe 1x1 convs are one grouped conv,
 so the forward has no Python loop over data and exports to ONNX with a dynamic batch axis.
+
+Written so that the INT8 (QDQ) export runs the whole op on integers in ONNX Runtime: every
+product, the attention ones included, reads dequantized inputs (QLinearMatMul), the softmax
+becomes QLinearSoftmax, the width mean is an average pool (ReduceMean has no integer kernel) and
+the ReLU follows the stripe product directly (behind the reshapes it folded into the reshaped
+tensor's range, which then differed from its input's, leaving a float DQ -> Unsqueeze -> Q).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import math
 import warnings
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from kdas.errors import KdasError
@@ -95,8 +102,11 @@ class PartAware(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = _static_size(x, 2), _static_size(x, 3)
         assign, average = stripe_matrices(height, self.parts, x.device, x.dtype)
-        pooled = torch.matmul(x.mean(dim=3), average)  # (B, C, P): per-stripe average
-        pooled = self.relu(pooled.transpose(1, 2).flatten(1).unsqueeze(-1))  # (B, P*C, 1)
+        # The width mean as a 1 x W average pool, not x.mean(3): ONNX Runtime runs AveragePool
+        # on INT8 data, a ReduceMean stays float32 between a dequantize and a quantize.
+        row_means = F.avg_pool2d(x, (1, width)).squeeze(3)  # (B, C, H)
+        pooled = self.relu(torch.matmul(row_means, average))  # (B, C, P): per-stripe average
+        pooled = pooled.transpose(1, 2).flatten(1).unsqueeze(-1)  # (B, P*C, 1)
         part_vectors = self.stripe_bn(self.stripe_conv(pooled))  # (B, P*h, 1)
         part_vectors = part_vectors.reshape(-1, self.parts, self.part_dim)  # (B, P, h)
         keys, queries = self.key(part_vectors), self.query(part_vectors)

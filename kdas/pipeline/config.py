@@ -17,6 +17,7 @@ from kdas.search.config import SearchConfig
 OpenVINOPrecision = Literal["fp32", "bf16", "int8"]  # kdas.export.openvino_export's precisions
 
 STAGES = (
+    "latency",
     "data",
     "teacher",
     "search",
@@ -28,6 +29,27 @@ STAGES = (
     "index",
     "report",
 )
+
+
+@dataclass
+class LatencyStageConfig:
+    """How the pipeline profiles its latency table when `[search.latency]` sets a target but no
+    table: on this backend, at the student's input size and width, for the search's op set,
+    macro structure and teacher (those come from their own sections, so they are said once)."""
+
+    backend: str = "openvino-int8"
+    threads: int = 2
+    batch: int = 1
+    repeats: int = 25
+    warmup: int = 5
+    fit_networks: int = 4  # whole random networks measured to fit the sum's linear correction
+
+
+@dataclass
+class ReportStageConfig:
+    # other runs (folders in runs_dir, e.g. the same recipe at other latency targets) whose
+    # students join this run's in the report's accuracy-against-latency plot
+    pareto_runs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -90,6 +112,7 @@ class PipelineConfig:
     name: str = "run"
     runs_dir: str = "runs"
     stages: tuple[str, ...] = STAGES
+    latency: LatencyStageConfig = field(default_factory=LatencyStageConfig)
     data: DataStageConfig = field(default_factory=DataStageConfig)
     teacher: TeacherTrainConfig = field(default_factory=TeacherTrainConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
@@ -99,3 +122,4 @@ class PipelineConfig:
     parity: ParityStageConfig = field(default_factory=ParityStageConfig)
     bench: BenchStageConfig = field(default_factory=BenchStageConfig)
     index: IndexStageConfig = field(default_factory=IndexStageConfig)
+    report: ReportStageConfig = field(default_factory=ReportStageConfig)

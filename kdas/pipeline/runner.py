@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from kdas.errors import KdasError
-from kdas.files import EVAL_DIR, EXPORT_DIR, PIPELINE_STATE_FILE, REPORT_FILE
+from kdas.files import EVAL_DIR, EXPORT_DIR, LATENCY_DIR, PIPELINE_STATE_FILE, REPORT_FILE
 from kdas.pipeline.config import STAGES, PipelineConfig
 from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
@@ -29,6 +29,7 @@ class RunPaths:
     """The stage folders and files of one run, runs/NAME/... (architecture.md's layout)."""
 
     root: Path
+    latency = _below(LATENCY_DIR)
     teacher = _below("teacher")
     search = _below("search")
     student = _below("student")
@@ -62,7 +63,13 @@ def read_state(paths: RunPaths) -> dict[str, Any]:
 
 
 def stage_section(cfg: PipelineConfig, name: str) -> Any:
-    """What a stage's outputs depend on, besides its upstream stages."""
+    """What a stage's outputs depend on, besides its upstream stages. The latency table also
+    depends on the machine (a checkout moved to another CPU profiles again) and on the sections
+    it takes its shapes from."""
+    if name == "latency":
+        from kdas.pipeline.latency import latency_inputs
+
+        return latency_inputs(cfg)
     section = getattr(cfg, name, None)
     return to_dict(section) if section is not None else {}
 

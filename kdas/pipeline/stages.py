@@ -68,6 +68,8 @@ def search_stage(ctx: StageContext) -> dict[str, Any]:
     cfg = _with_data(ctx.cfg.search, ctx)
     if cfg.loss.kd != "none":
         cfg.teacher = str(ctx.paths.teacher)
+    if cfg.latency.target and not cfg.latency.table:
+        cfg.latency.table = (ctx.results.get("latency") or {}).get("table") or ""
     result = run_search(cfg, ctx.paths.search, resume=ctx.resume, force=ctx.force)
     return {"genotype": genotype_to_dict(result.genotype), "seconds": result.wall_time_s}
 
@@ -253,7 +255,10 @@ def bench_stage(ctx: StageContext) -> dict[str, Any]:
     if e.openvino:
         wanted = set(e.openvino_precisions)
         backends += [k for k, p in OPENVINO_BACKENDS.items() if p in wanted and k not in backends]
+    table = (ctx.results.get("latency") or {}).get("table")
     config = BenchConfig(
+        latency_table=table,
+        allow_foreign_lut=ctx.cfg.search.latency.allow_foreign,
         backends=tuple(backends),
         batches=tuple(b.batch),
         repeats=b.repeats,
@@ -315,7 +320,14 @@ def report_stage(ctx: StageContext) -> dict[str, Any]:
     return {"report": str(path)}
 
 
+def _latency_stage(ctx: StageContext) -> dict[str, Any]:
+    from kdas.pipeline.latency import latency_stage
+
+    return latency_stage(ctx)
+
+
 STAGE_FUNCTIONS = {
+    "latency": _latency_stage,
     "data": data_stage,
     "teacher": teacher_stage,
     "search": search_stage,

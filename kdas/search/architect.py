@@ -3,12 +3,15 @@
 First order (default) treats the weights as constants. Second order (DARTS "unrolled") looks
 one virtual weight step ahead, w' = w − ξ·(SGD update on a D_train batch), and differentiates
 L_val(w'(α), α); the Hessian-vector product it needs is taken by central finite differences.
-The same objective (distillation + triplet) drives both steps, as in Algorithm 1.
+The same objective (distillation + triplet) drives both steps, as in Algorithm 1; a term of α
+alone (the hardware-aware latency term) is added to the α gradient only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -58,8 +61,13 @@ class Architect:
         cfg: SearchOptimConfig,
         ctx: DistContext | None = None,
         precision: str = "fp32",
+        penalty: Callable[[torch.Tensor, torch.Tensor], Any] | None = None,
     ) -> None:
+        """`penalty(alpha_normal, alpha_reduce)` is a term of α alone (the latency term): its
+        gradient is added to the validation loss's, whatever the order."""
         self.model = model
+        self.penalty = penalty
+        self.last_penalty: Any = None
         self.objective = objective
         self.cfg = cfg
         self.ctx = ctx or DistContext()
@@ -92,6 +100,10 @@ class Architect:
             for g in grads:
                 dist.all_reduce(g)
                 g /= self.ctx.world_size
+        if self.penalty is not None:  # the same on every rank: added after the average
+            self.last_penalty = self.penalty(*self.alphas)
+            extra = torch.autograd.grad(self.last_penalty.total, self.alphas, allow_unused=True)
+            grads = [g if e is None else g + e for g, e in zip(grads, extra, strict=True)]
         for alpha, grad in zip(self.alphas, grads, strict=True):
             alpha.grad = grad.detach()
         self.optimizer.step()

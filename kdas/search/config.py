@@ -7,16 +7,28 @@ from typing import Literal
 
 from kdas.engine.config import DataConfig, LossConfig, RunConfig
 from kdas.losses.distillation import KDSchedule
-from kdas.models.ops import PRIMITIVES
 from kdas.models.spec import SupernetArch
 
 
 @dataclass
 class SupernetConfig(SupernetArch):
-    """The searched network: its structure (`SupernetArch`, flat in the JSON) and the ops the
-    search chooses among."""
+    """The searched network's structure (`SupernetArch`, flat in the JSON); the ops it chooses
+    among are `SearchConfig.ops`."""
 
-    primitives: tuple[str, ...] = tuple(PRIMITIVES)
+
+@dataclass
+class LatencyConfig:
+    """The hardware-aware term (`kdas.search.latency`): off unless a table and a target are set.
+
+    `target` is milliseconds ("4.5", "4.5ms") or a share of the teacher's latency on the same
+    backend, which the table holds ("0.3x-teacher"). The term is `weight` · relu(log(E[lat] /
+    target)).
+    """
+
+    table: str = ""  # a latency table JSON (`kdas latency profile`)
+    target: str = ""
+    weight: float = 1.0
+    allow_foreign: bool = False  # accept a table whose fingerprint is another machine's
 
 
 @dataclass
@@ -43,6 +55,9 @@ class SearchConfig:
     # paper 4.2: flip + pad-and-crop only, no random erasing
     data: DataConfig = field(default_factory=lambda: DataConfig(p=8, k=2, random_erasing=0.0))
     model: SupernetConfig = field(default_factory=SupernetConfig)
+    # the primitive set: a named set (kdas.models.ops.PRIMITIVE_SETS) or a list of op names
+    ops: str | tuple[str, ...] = "auto-reid"
+    latency: LatencyConfig = field(default_factory=LatencyConfig)
     optim: SearchOptimConfig = field(default_factory=SearchOptimConfig)
     loss: LossConfig = field(default_factory=lambda: LossConfig(kd=KDSchedule("dynamic")))
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200, eval_every=0))

@@ -19,9 +19,11 @@ from kdas.engine.trainer import backward_and_step, teacher_logits
 from kdas.errors import KdasError
 from kdas.files import CONFIG_FILE, GENOTYPE_FILE, SEARCH_LOG
 from kdas.losses.objective import ReIDObjective
+from kdas.models.ops import resolve_primitives
 from kdas.progress import console
 from kdas.search.architect import Architect, Batch, batch_loss
 from kdas.search.config import SearchConfig
+from kdas.search.latency import LatencyTerm, build_latency_term
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
 
@@ -85,10 +87,9 @@ def _streams(cfg: SearchConfig, splits: Any, ctx: DistContext) -> tuple[Any, Any
     return streams[0][0], streams[1][0], streams[0][1]
 
 
-def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
+def _alphas_record(model: Any, genotype: Any) -> dict[str, Any]:
     from kdas.models.genotype import count_skips, genotype_to_dict
 
-    genotype = model.genotype(max_skip_normal=max_skip_normal)
     alphas = model.alphas_softmax()
     return {
         "alphas": {"normal": alphas["normal"].tolist(), "reduce": alphas["reduce"].tolist()},
@@ -103,8 +104,25 @@ def _alphas_record(model: Any, max_skip_normal: int | None) -> dict[str, Any]:
 def build_supernet(cfg: SearchConfig, num_classes: int) -> torch.nn.Module:
     from kdas.models.supernet import Supernet
 
-    m = cfg.model
-    return Supernet(num_classes, m, primitives=tuple(m.primitives))
+    return Supernet(num_classes, cfg.model, primitives=resolve_primitives(cfg.ops))
+
+
+def _latency_record(term: LatencyTerm | None, model: Any, genotype: Any) -> dict[str, Any]:
+    """E[lat] under the current α and the derived genotype's predicted latency (table ms)."""
+    if term is None:
+        return {}
+    with torch.no_grad():
+        out = term(model.alpha_normal, model.alpha_reduce)
+    return {
+        "latency": {
+            "expected_ms": out.expected_ms,
+            "predicted_ms": term.predicted_ms(genotype),
+            "target_ms": term.target_ms,
+            "weight": term.weight,
+            "term": float(out.total),
+            "backend": term.table.backend,
+        }
+    }
 
 
 class SearchJob(EpochJob):
@@ -120,8 +138,10 @@ class SearchJob(EpochJob):
         splits: Any,
         teacher: torch.nn.Module | None,
         runner: EpochRunner,
+        latency: LatencyTerm | None = None,
     ) -> None:
         self.cfg, self.model, self.runner = cfg, model, runner
+        self.latency = latency
         self.net = runner.place(model)
         self.teacher = runner.place_frozen(teacher) if teacher is not None else None
         self.objective = ReIDObjective(cfg.loss, cfg.run.epochs)
@@ -136,7 +156,7 @@ class SearchJob(EpochJob):
             self.w_optimizer, T_max=cfg.run.epochs, eta_min=o.w_lr_min
         )
         self.architect = Architect(
-            model, self.objective, o, runner.ctx, precision=cfg.run.precision
+            model, self.objective, o, runner.ctx, precision=cfg.run.precision, penalty=latency
         )
         self.train_stream, self.val_stream, self.steps = _streams(cfg, splits, runner.ctx)
         self.kd = self.objective.state(0)
@@ -167,25 +187,36 @@ class SearchJob(EpochJob):
         if epoch >= o.arch_start_epoch:
             a_loss = self.architect.step(val, train, self.kd, self.w_lr, self.w_optimizer)
             scalars.update({f"val_{k}": v for k, v in a_loss.scalars().items()})
+            if self.architect.last_penalty is not None:
+                scalars["val_latency"] = float(self.architect.last_penalty.total.detach())
         return StepOutput(scalars, len(train.images) + len(val.images))
 
     def end_epoch(self, epoch: int, means: dict[str, float]) -> dict[str, Any]:
         self.w_scheduler.step()
+        genotype = self.model.genotype(max_skip_normal=self.cfg.max_skip_normal)
         return {
             "temperature": self.kd.temperature,
             "kd_weight": self.kd.weight,
             "kd_temperature": self.kd.kd_temperature,
             "w_lr": self.w_lr,
             "losses": means,
-            **_alphas_record(self.model, self.cfg.max_skip_normal),
+            **_alphas_record(self.model, genotype),
+            **_latency_record(self.latency, self.model, genotype),
         }
 
     def summary(self, record: dict[str, Any]) -> str:
-        return (
+        text = (
             f"T {record['temperature']:.2f} w {record['kd_weight']:.2f} "
             f"loss {record['losses'].get('train_total', 0):.3f} "
             f"skips {record['skip_count']['normal']}"
         )
+        lat = record.get("latency")
+        if lat:
+            text += (
+                f" E[lat] {lat['expected_ms']:.2f} ms, derived {lat['predicted_ms']:.2f} ms "
+                f"(target {lat['target_ms']:.2f})"
+            )
+        return text
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -237,11 +268,13 @@ def run_search(
     """Search a cell; writes genotype.json, alphas.jsonl, pictures and checkpoints/."""
     out_dir = Path(out_dir)
     _check_precision(cfg)
+    primitives = resolve_primitives(cfg.ops)
+    latency = build_latency_term(cfg, primitives, cfg.model)  # a bad table fails before writing
     runner = EpochRunner.open(cfg.run, out_dir, SEARCH_LOG, resume, force)
     splits = load_splits(cfg.data)
     teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
     model = build_supernet(cfg, splits.num_train_pids)
-    job = SearchJob(cfg, model, splits, teacher, runner)
+    job = SearchJob(cfg, model, splits, teacher, runner, latency)
     resume_key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "run"})
     summary = runner.fit(job, resume, resume_key)
     genotype = model.genotype(max_skip_normal=cfg.max_skip_normal)

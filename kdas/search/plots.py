@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kdas.files import ALPHAS_PLOT, CELL_PLOTS, SCHEDULE_PLOT
+from kdas.files import ALPHAS_PLOT, CELL_PLOTS, LATENCY_PLOT, SCHEDULE_PLOT
 from kdas.utils.atomic import atomic_output_path
 
 
@@ -88,6 +88,29 @@ def plot_schedule(history: list[dict[str, Any]], out: Path) -> None:
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
     ax.legend(lines, labels, fontsize=8, loc="center right")
     ax.set_title("distillation schedule")
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_latency(history: list[dict[str, Any]], out: Path) -> None:
+    """E[lat] under α and the derived genotype's predicted latency per epoch, with the budget;
+    nothing for a search without a latency term."""
+    rows = [(h["epoch"] + 1, h["latency"]) for h in history if h.get("latency")]
+    if not rows:
+        return
+    epochs = [e for e, _ in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.plot(epochs, [r["expected_ms"] for _, r in rows], lw=2, label="E[latency] under α")
+    ax.plot(
+        epochs, [r["predicted_ms"] for _, r in rows], marker="o", ls="--",
+        label="derived genotype (table)",
+    )  # fmt: skip
+    ax.axhline(rows[-1][1]["target_ms"], color="tab:red", lw=1, label="target")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"ms ({rows[-1][1].get('backend', '')})")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.set_title("predicted latency during the search")
     fig.tight_layout()
     _save(fig, out)
 
@@ -192,6 +215,7 @@ def write_search_pictures(history: list[dict[str, Any]], genotype: Any, out_dir:
     if primitives:
         plot_alphas(history, primitives, out_dir / ALPHAS_PLOT)
     plot_schedule(history, out_dir / SCHEDULE_PLOT)
+    plot_latency(history, out_dir / LATENCY_PLOT)
     plot_cell(
         list(genotype.normal),
         list(genotype.normal_concat),

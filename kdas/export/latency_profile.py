@@ -1,0 +1,432 @@
+"""`kdas latency profile` and `kdas latency validate`: the latency table of the hardware-aware
+search, measured through the real backend, and the check that its predictions rank networks as
+the backend does.
+
+The profile times every distinct block the macro structure holds at the deployed width (each
+op at each place's edge shapes, each cell's two input-preprocessing blocks, the stem, the
+head) on its own (`kdas.export.latency_blocks`), less the runtime's per-call overhead. Fusion
+across blocks makes their sum biased, so a few random networks are then measured whole and
+`measured ≈ a · sum + b` is fitted by least squares (method.md, "Hardware-aware search"). The
+teacher is measured too, so a budget can be a share of it ("0.3x-teacher").
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from kdas import __version__
+from kdas.errors import KdasError
+from kdas.export import latency_blocks as blocks
+from kdas.models.genotype import Genotype
+from kdas.models.latency_table import (
+    FREE_OPS,
+    Correction,
+    LatencyTable,
+    TableMacro,
+    check_backend,
+    check_fingerprint,
+    machine_fingerprint,
+)
+from kdas.utils.atomic import atomic_write_json
+
+FIT_CLASSES = 10  # classifier rows of the measured networks: not in the exported graph anyway
+
+
+@dataclass
+class ProfileConfig:
+    """What `kdas latency profile` measures, and how: the one home of its defaults."""
+
+    backend: str = "openvino-int8"
+    size: tuple[int, int] = (256, 128)  # (H, W) of the input images
+    C: int = 64  # the deployed width (the student's), not the supernet's
+    threads: int = 2
+    batch: int = 1
+    ops: str | Sequence[str] = "auto-reid+dense"  # a primitive set name or a list of ops
+    layers: int = 8
+    reduction_positions: tuple[int, ...] = (2, 4, 6)
+    stem_multiplier: int = 3
+    steps: int = 4
+    multiplier: int = 4
+    teacher: str | None = "resnet50"  # resnet18/34/50, last stride 1; None: not measured
+    repeats: int = 25
+    warmup: int = 5
+    fit_networks: int = 4  # random genotypes measured whole to fit the correction
+    seed: int = 0
+    primitives: tuple[str, ...] = field(init=False, default=())
+
+    def __post_init__(self) -> None:
+        self.size = (int(self.size[0]), int(self.size[1]))
+        self.reduction_positions = tuple(int(p) for p in self.reduction_positions)
+        if isinstance(self.teacher, str) and self.teacher.lower() in ("", "none"):
+            self.teacher = None
+
+    @classmethod
+    def from_table(cls, table: LatencyTable) -> ProfileConfig:
+        """The settings a table was measured with, so a later measurement matches it."""
+        fp, settings, macro = table.fingerprint, table.settings, table.macro
+        ops = settings.get("ops") or sorted(table.table_ops())
+        return cls(
+            backend=table.backend, size=table.input_size, C=macro.C,
+            threads=int(fp.get("threads", 1)), batch=int(fp.get("batch", 1)), ops=list(ops),
+            layers=macro.layers, reduction_positions=macro.reduction_positions,
+            stem_multiplier=macro.stem_multiplier, steps=macro.steps, multiplier=macro.multiplier,
+            teacher=None, repeats=int(settings.get("repeats", 25)),
+            warmup=int(settings.get("warmup", 5)), seed=int(settings.get("seed", 0)),
+        )  # fmt: skip
+
+    def macro(self) -> TableMacro:
+        return TableMacro(
+            self.C, self.layers, self.reduction_positions, self.stem_multiplier, self.steps,
+            self.multiplier,
+        )  # fmt: skip
+
+    def target(self) -> blocks.Target:
+        return blocks.Target(self.backend, self.threads, self.batch)
+
+    def validate(self) -> None:
+        """Every setting checked (one line each) before anything is built or timed."""
+        from kdas.models.macro import check_macro
+        from kdas.models.ops import resolve_primitives
+        from kdas.models.spec import MacroConfig
+        from kdas.models.teacher import TEACHER_ARCHS
+
+        check_backend(self.backend)
+        self.primitives = resolve_primitives(
+            self.ops if isinstance(self.ops, str) else tuple(self.ops)
+        )
+        check_macro(
+            MacroConfig(self.C, self.layers, self.reduction_positions, self.stem_multiplier)
+        )
+        counts = {"threads": self.threads, "batch": self.batch, "repeats": self.repeats}
+        counts |= {"steps": self.steps, "multiplier": self.multiplier}
+        for name, value in counts.items():
+            if value < 1:
+                raise KdasError(f"latency profile: {name} must be >= 1, got {value}")
+        if self.multiplier > self.steps:
+            raise KdasError(f"multiplier {self.multiplier} exceeds the {self.steps} cell nodes")
+        if self.warmup < 0 or self.fit_networks < 0:
+            raise KdasError("latency profile: warmup and fit_networks must be >= 0")
+        if min(self.size) < 4:
+            raise KdasError(f"latency profile: size {self.size} is too small (at least 4x4)")
+        if self.teacher is not None and self.teacher not in TEACHER_ARCHS:
+            raise KdasError(
+                f"unknown teacher {self.teacher!r}: use {', '.join(TEACHER_ARCHS)} or none"
+            )
+        if "part_aware" in self.primitives:
+            from kdas.models.part_aware import stripe_of_rows
+
+            stripe_of_rows(min(p.edge_shape(2)[1] for p in self.macro().places(self.size)))
+
+    def table_ops(self) -> tuple[str, ...]:
+        return tuple(op for op in self.primitives if op not in FREE_OPS)
+
+
+def random_genotype(
+    primitives: Sequence[str], steps: int, rng: np.random.Generator, multiplier: int | None = None
+) -> Genotype:
+    """A genotype shaped as DARTS derives one: per node two distinct inputs among the earlier
+    states, each with a non-`none` op; the cell output concatenates the last `multiplier`
+    (default: all) nodes."""
+    ops = [op for op in primitives if op not in FREE_OPS]
+    if not ops:
+        raise KdasError("a random genotype needs at least one op other than 'none'")
+    multiplier = steps if multiplier is None else multiplier
+
+    def cell() -> tuple[tuple[str, int], ...]:
+        pairs = []
+        for node in range(steps):
+            for j in sorted(int(j) for j in rng.choice(2 + node, size=2, replace=False)):
+                pairs.append((ops[int(rng.integers(len(ops)))], j))
+        return tuple(pairs)
+
+    concat = tuple(range(2 + steps - multiplier, 2 + steps))
+    return Genotype(normal=cell(), normal_concat=concat, reduce=cell(), reduce_concat=concat)
+
+
+def check_out_path(out_path: str | os.PathLike[str], force: bool = False) -> Path:
+    """A file kdas may write: not a folder, not an existing file unless `force`, in a folder
+    that exists or can be made. Checked before the minutes of measuring start."""
+    path = Path(out_path)
+    if path.is_dir():
+        raise KdasError(f"--out {path} is a folder: give a file name, e.g. {path / 'lut.json'}")
+    if path.exists() and not force:
+        raise KdasError(f"{path} exists: pass --force to overwrite it")
+    ancestor = path.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        raise KdasError(f"cannot write {path}: {ancestor} is not a writable folder")
+    return path
+
+
+def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> Correction:
+    """Least squares `measured ≈ a · raw + b`; one network (or no spread in raw): the ratio.
+    A fit whose slope is not positive would invert the ranking, so the ratio replaces it."""
+    raw, measured = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
+    if len(raw) == 0:
+        return Correction()
+    a, b = float(measured.mean() / raw.mean()), 0.0
+    if len(raw) > 1 and np.ptp(raw) > 1e-9 * raw.mean():
+        slope, intercept = np.polyfit(raw, measured, 1)
+        if slope > 0:
+            a, b = float(slope), float(intercept)
+    error = np.abs(a * raw + b - measured) / measured
+    return Correction(a, b, networks=len(raw), median_abs_error=float(np.median(error)))
+
+
+def _student(genotype: Genotype, cfg: ProfileConfig) -> Any:
+    from kdas.models.student import StudentNetwork
+
+    arch = {"C": cfg.C, "layers": cfg.layers, "reduction_positions": cfg.reduction_positions}
+    arch["stem_multiplier"] = cfg.stem_multiplier
+    return StudentNetwork(genotype, num_classes=FIT_CLASSES, arch=arch, steps=cfg.steps)
+
+
+def _measure_student(genotype: Genotype, cfg: ProfileConfig, work: Path) -> float:
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    net = _student(genotype, cfg)
+    target = cfg.target()
+    return blocks.measure_network(net, cfg.size, target, work, cfg.warmup, cfg.repeats, cfg.seed)
+
+
+def _measure_teacher(cfg: ProfileConfig, work: Path) -> dict[str, Any]:
+    import torch
+
+    from kdas.models.spec import TeacherArch
+    from kdas.models.teacher import build_teacher
+
+    torch.manual_seed(cfg.seed)
+    arch = TeacherArch(name=cfg.teacher)  # type: ignore[arg-type]
+    net = build_teacher(FIT_CLASSES, arch.name, last_stride=arch.last_stride)
+    ms = blocks.measure_network(net, cfg.size, cfg.target(), work, cfg.warmup, cfg.repeats)
+    return {"name": arch.name, "ms": ms, "input_size": list(cfg.size)}
+
+
+def _settings(cfg: ProfileConfig, start: float, fit: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "repeats": cfg.repeats,
+        "warmup": cfg.warmup,
+        "ops": list(cfg.primitives),
+        "primitive_set": cfg.ops if isinstance(cfg.ops, str) else None,
+        "fit_networks": cfg.fit_networks,
+        "correction_fit": fit,
+        "seed": cfg.seed,
+        "exporter": "legacy",
+        "calibration": "random normal tensors (minmax)" if cfg.target().int8 else None,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "kdas": __version__,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def profile_latency(
+    cfg: ProfileConfig,
+    out_path: str | os.PathLike[str],
+    progress: bool = True,
+    force: bool = False,
+) -> LatencyTable:
+    """Measure the table `cfg` describes on this machine and write it to `out_path`
+    (atomically); settings, output path and backend are checked before any work."""
+    from kdas.progress import make_progress
+
+    start = time.perf_counter()
+    cfg.validate()
+    out = check_out_path(out_path, force)
+    target = cfg.target()
+    blocks.require_backend(cfg.backend)
+    plan = blocks.plan_blocks(cfg.macro(), cfg.size, cfg.table_ops())
+    total = 1 + len(plan) + (cfg.teacher is not None) + cfg.fit_networks
+    ops: dict[str, float] = {}
+    fixed: dict[str, float] = {}
+    fit: list[dict[str, Any]] = []
+    with (
+        blocks.torch_threads(cfg.threads),
+        tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
+        make_progress(progress) as bar,
+    ):
+        work = Path(tmp)
+        task = bar.add_task("call overhead", total=total)
+        overhead = blocks.call_overhead_ms(target, work, cfg.warmup, max(50, cfg.repeats))
+        bar.advance(task)
+        for spec, entries in plan.items():
+            bar.update(task, description=spec.label())
+            ms = blocks.measure_block(spec, target, work, cfg.warmup, cfg.repeats, overhead)
+            for section, key in entries:
+                (ops if section == "ops" else fixed)[key] = ms
+            bar.advance(task)
+        order = [key for entries in plan.values() for section, key in entries if section == "fixed"]
+        table = LatencyTable(
+            fingerprint=machine_fingerprint(cfg.backend, cfg.threads, cfg.batch),
+            input_size=cfg.size, macro=cfg.macro(), ops=ops,
+            fixed={key: fixed[key] for key in sorted(order, key=_fixed_order)},
+            call_overhead_ms=overhead,
+        )  # fmt: skip
+        if cfg.teacher is not None:
+            bar.update(task, description=f"teacher {cfg.teacher}")
+            table.teacher = _measure_teacher(cfg, work)
+            bar.advance(task)
+        rng = np.random.default_rng(cfg.seed)
+        for i in range(cfg.fit_networks):
+            bar.update(task, description=f"network {i + 1}/{cfg.fit_networks} (correction)")
+            genotype = random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
+            measured = _measure_student(genotype, cfg, work)
+            fit.append({"raw_ms": table.predict(genotype).raw_ms, "measured_ms": measured})
+            bar.advance(task)
+    table.correction = fit_correction([r["raw_ms"] for r in fit], [r["measured_ms"] for r in fit])
+    table.settings = _settings(cfg, start, fit)
+    table.save(out)
+    return table
+
+
+def _fixed_order(key: str) -> tuple[int, int, str]:
+    """stem, cell0.preprocess0, cell0.preprocess1, ..., head."""
+    if key.startswith("cell"):
+        cell, _, which = key.partition(".")
+        return 1, int(cell.removeprefix("cell")), which
+    return (0 if key == "stem" else 2), 0, key
+
+
+# ---------------------------------------------------------------- measured against predicted
+
+
+def measure_genotype(
+    genotype: Genotype, source: ProfileConfig | LatencyTable, work_dir: Path | None = None
+) -> float:
+    """Whole-network latency (ms, median, call overhead included) of a student with this
+    genotype on the backend, measured as the profile measures its fitting networks. `source`
+    is a profile config or a table, whose backend, threads, batch, size and macro are used."""
+    cfg = source if isinstance(source, ProfileConfig) else ProfileConfig.from_table(source)
+    cfg.validate()
+    blocks.require_backend(cfg.backend)
+    with blocks.torch_threads(cfg.threads), tempfile.TemporaryDirectory() as tmp:
+        return _measure_student(genotype, cfg, Path(work_dir or tmp))
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation (ties get their average rank); None below 2 points or
+    without spread."""
+    if len(x) < 2:
+        return None
+
+    def ranks(values: Sequence[float]) -> np.ndarray:
+        values = np.asarray(values, float)
+        order = values.argsort(kind="stable")
+        rank = np.empty(len(values))
+        rank[order] = np.arange(len(values), dtype=float)
+        for value in np.unique(values):  # ties: the mean of their ranks
+            rank[values == value] = rank[values == value].mean()
+        return rank
+
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    measured = [r["measured_ms"] for r in rows]
+    summary: dict[str, Any] = {}
+    for name, column in (("raw", "raw_ms"), ("corrected", "predicted_ms")):
+        predicted = [r[column] for r in rows]
+        error = [abs(p / m - 1.0) for p, m in zip(predicted, measured, strict=True)]
+        summary[name] = {
+            "spearman": spearman(predicted, measured),
+            "median_abs_error": float(np.median(error)) if error else None,
+        }
+    return summary
+
+
+def validate_predictor(
+    table: LatencyTable,
+    count: int = 20,
+    seed: int = 1,
+    progress: bool = True,
+    allow_foreign: bool = False,
+    out: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Predicted (raw sum and corrected) against measured latency of `count` random genotypes
+    from the table's op set, on the table's backend and settings: does the table rank networks
+    as the backend does? Returns (and writes to `out`) the rows and the summary."""
+    from kdas.progress import make_progress
+
+    if count < 1:
+        raise KdasError(f"validate: count must be >= 1, got {count}")
+    foreign = check_fingerprint(table, allow_foreign=allow_foreign)
+    cfg = ProfileConfig.from_table(table)
+    cfg.validate()
+    table.check_ops(cfg.primitives)
+    target = check_out_path(out, force=True) if out is not None else None
+    blocks.require_backend(cfg.backend)
+    rng = np.random.default_rng(seed)
+    rows = []
+    with (
+        blocks.torch_threads(cfg.threads),
+        tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
+        make_progress(progress) as bar,
+    ):
+        task = bar.add_task("measuring networks", total=count)
+        for _ in range(count):
+            genotype = random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
+            prediction = table.predict(genotype)
+            measured = _measure_student(genotype, cfg, Path(tmp))
+            rows.append(
+                {
+                    "genotype": _genotype_doc(genotype),
+                    "raw_ms": prediction.raw_ms,
+                    "predicted_ms": prediction.ms,
+                    "measured_ms": measured,
+                }
+            )
+            bar.advance(task)
+    report = {
+        "table": str(table.path) if table.path else None,
+        "backend": table.backend,
+        "count": count,
+        "seed": seed,
+        "foreign": foreign,
+        "correction": {"a": table.correction.a, "b": table.correction.b},
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **_summary(rows),
+        "rows": rows,
+    }
+    if target is not None:
+        atomic_write_json(target, report)
+    return report
+
+
+def _genotype_doc(genotype: Genotype) -> dict[str, Any]:
+    from kdas.models.genotype import genotype_to_dict
+
+    doc = genotype_to_dict(genotype)
+    return {k: doc[k] for k in ("normal", "normal_concat", "reduce", "reduce_concat")}
+
+
+def render_validation(report: dict[str, Any]) -> None:
+    """The rows and the summary as a terminal table."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("#", "raw sum ms", "predicted ms", "measured ms", "error")
+    for i, row in enumerate(report["rows"], start=1):
+        error = row["predicted_ms"] / row["measured_ms"] - 1.0
+        table.add_row(
+            str(i), f"{row['raw_ms']:.3f}", f"{row['predicted_ms']:.3f}",
+            f"{row['measured_ms']:.3f}", f"{error:+.1%}",
+        )  # fmt: skip
+    console = Console()
+    console.print(table)
+    for name in ("raw", "corrected"):
+        rho, error = report[name]["spearman"], report[name]["median_abs_error"]
+        rho_text = f"{rho:.3f}" if rho is not None else "n/a"
+        console.print(f"{name:>9}: Spearman {rho_text}, median |error| {error:.1%}")
