@@ -142,7 +142,7 @@ def _no_work(monkeypatch: pytest.MonkeyPatch) -> None:
     def fail(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("the profile started measuring")
 
-    monkeypatch.setattr(latency_blocks, "call_overhead_ms", fail)
+    monkeypatch.setattr(latency_blocks, "overhead_call", fail)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is here")

@@ -7,11 +7,17 @@ fusion, INT8 kernels and bf16 matrix units make FLOPs a poor guide on these CPUs
 inputs, so activations (and INT8 ranges) have realistic scales. Blocks run with a static batch;
 whole networks go through the same export, runner and IR code as `kdas export` / `kdas bench`,
 so what the correction is fitted on is what a deployment measures.
+
+A block alone pays costs a network pays once: the call overhead (subtracted), and in OpenVINO
+the layout reorders at the graph's input and output (measured: a 1x1 conv, 64 channels at
+64x32, INT8, spends 0.32 of its 0.65 ms reordering its output to NCHW). Those are a similar
+share for every op at a place, so the ranking holds and the linear correction absorbs them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,6 +36,7 @@ from kdas.export import measure
 from kdas.models.latency_table import TableMacro, check_backend, op_key
 
 Runner = Callable[[np.ndarray], object]
+Call = Callable[[], object]  # a runner bound to its input: what gets timed
 BLOCK_KINDS = ("op", "relu_conv_bn", "factorized_reduce", "stem", "head")
 BLOCK_INPUT, BLOCK_OUTPUT = "x", "y"
 MAX_SECONDS = 30.0  # per measurement: stop early after 3 timed calls past this
@@ -326,34 +333,49 @@ def block_runner(path: Path, input_shape: tuple[int, ...], target: Target) -> Ru
     return lambda batch: session.run(None, {BLOCK_INPUT: batch})
 
 
-def time_runner(
-    runner: Runner, input_shape: tuple[int, ...], batch: int, warmup: int, repeats: int
-) -> float:
-    """Median ms of `repeats` calls after `warmup` untimed ones, on one fixed random batch."""
-    x = _random_batches((batch, *input_shape), 1, seed=0)[0]
-    return measure.time_calls(lambda: runner(x), warmup, repeats, MAX_SECONDS).p50_ms
+def _bound(runner: Runner, input_shape: tuple[int, ...], target: Target) -> Call:
+    x = _random_batches((target.batch, *input_shape), 1, seed=0)[0]
+    return lambda: runner(x)
 
 
-def call_overhead_ms(target: Target, work: Path, warmup: int, repeats: int) -> float:
-    """What one call of the runtime costs with (almost) no work: a single add on a tiny
-    tensor. Subtracted from every block, since a network pays it once, not once per block."""
+def overhead_call(target: Target, work: Path) -> Call:
+    """One call of the runtime with (almost) no work: a single add on a tiny tensor. Its time
+    is subtracted from every block's, since a network pays it once, not once per block."""
     path = export_block(_Trivial().eval(), OVERHEAD_SHAPE, target, work / "overhead.onnx")
-    runner = block_runner(path, OVERHEAD_SHAPE, target)
-    return time_runner(runner, OVERHEAD_SHAPE, target.batch, warmup, repeats)
+    return _bound(block_runner(path, OVERHEAD_SHAPE, target), OVERHEAD_SHAPE, target)
 
 
-def measure_block(
-    spec: BlockSpec, target: Target, work: Path, warmup: int, repeats: int, overhead_ms: float,
-    seed: int = 0,
-) -> float:  # fmt: skip
-    """A block's time in ms less the call overhead, clamped at 0. An identity (skip_connect
-    at stride 1) is free in the deployed graph and is not timed."""
+def block_call(spec: BlockSpec, target: Target, work: Path, seed: int = 0) -> Call | None:
+    """The block exported, compiled and bound to a random input, ready to time; None for an
+    identity (skip_connect at stride 1), which is free in the deployed graph."""
     if isinstance(spec.build(), nn.Identity):
-        return 0.0
+        return None
     path = block_onnx(spec, target, work, seed)
-    runner = block_runner(path, spec.input_shape, target)
-    ms = time_runner(runner, spec.input_shape, target.batch, warmup, repeats)
-    return max(0.0, ms - overhead_ms)
+    return _bound(block_runner(path, spec.input_shape, target), spec.input_shape, target)
+
+
+def time_interleaved(calls: Sequence[Call], warmup: int, repeats: int) -> list[float]:
+    """Median ms of each call over `repeats` timed calls.
+
+    Several calls are timed in turns, one timed call each per round, right after an untimed
+    one (the others evicted its weights; a deployment keeps them warm). This machine kind is
+    shared and its speed changes on a scale of seconds (the same network: 16 ms, then 25 ms),
+    so timing one block or network after the other would give each a different share of slow
+    periods; in turns, they all get the same. A single call goes through `measure.time_calls`.
+    """
+    if len(calls) == 1:
+        return [measure.time_calls(calls[0], warmup, repeats, MAX_SECONDS).p50_ms]
+    for call in calls:
+        for _ in range(warmup):
+            call()
+    times: list[list[float]] = [[] for _ in calls]
+    for _ in range(repeats):
+        for call, mine in zip(calls, times, strict=True):
+            call()
+            start = time.perf_counter()
+            call()
+            mine.append(time.perf_counter() - start)
+    return [float(np.median(mine)) * 1e3 for mine in times]
 
 
 # ---------------------------------------------------------------- whole networks
@@ -406,13 +428,12 @@ def _network_runner(
     return TensorRTRunner(engine).run
 
 
-def measure_network(
-    net: nn.Module, size: tuple[int, int], target: Target, work: Path, warmup: int, repeats: int,
-    seed: int = 0,
-) -> float:  # fmt: skip
-    """Median ms of a whole Re-ID network on the backend, call overhead included (a deployment
-    pays it). `work` is emptied of the previous network's files by overwriting them."""
+def network_call(
+    net: nn.Module, size: tuple[int, int], target: Target, work: Path, seed: int = 0
+) -> Call:
+    """A whole Re-ID network, BatchNorm adapted, exported into `work` (one folder per network
+    that should stay runnable), loaded by the backend's deployment runner, bound to an input.
+    Its time includes the call overhead: a deployment pays it."""
     adapt_batchnorm(net, (3, *size), seed)
     fp32 = _network_onnx(net, size, target, work)
-    runner = _network_runner(fp32, size, target, work, seed)
-    return time_runner(runner, (3, *size), target.batch, warmup, repeats)
+    return _bound(_network_runner(fp32, size, target, work, seed), (3, *size), target)

@@ -8,6 +8,10 @@ head) on its own (`kdas.export.latency_blocks`), less the runtime's per-call ove
 across blocks makes their sum biased, so a few random networks are then measured whole and
 `measured ≈ a · sum + b` is fitted by least squares (method.md, "Hardware-aware search"). The
 teacher is measured too, so a budget can be a share of it ("0.3x-teacher").
+
+Everything is exported and compiled first and then timed in turns (`time_interleaved`): the
+machines this runs on are shared and change speed within seconds, and timing in turns gives
+every block and network the same share of the slow periods.
 """
 
 from __future__ import annotations
@@ -15,9 +19,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,6 @@ class ProfileConfig:
     warmup: int = 5
     fit_networks: int = 4  # random genotypes measured whole to fit the correction
     seed: int = 0
-    primitives: tuple[str, ...] = field(init=False, default=())
 
     def __post_init__(self) -> None:
         self.size = (int(self.size[0]), int(self.size[1]))
@@ -83,6 +87,13 @@ class ProfileConfig:
             warmup=int(settings.get("warmup", 5)), seed=int(settings.get("seed", 0)),
         )  # fmt: skip
 
+    @property
+    def primitives(self) -> tuple[str, ...]:
+        """The resolved op set (`ops` may name a set); the table holds all but `none`."""
+        from kdas.models.ops import resolve_primitives
+
+        return resolve_primitives(self.ops if isinstance(self.ops, str) else tuple(self.ops))
+
     def macro(self) -> TableMacro:
         return TableMacro(
             self.C, self.layers, self.reduction_positions, self.stem_multiplier, self.steps,
@@ -95,14 +106,11 @@ class ProfileConfig:
     def validate(self) -> None:
         """Every setting checked (one line each) before anything is built or timed."""
         from kdas.models.macro import check_macro
-        from kdas.models.ops import resolve_primitives
         from kdas.models.spec import MacroConfig
         from kdas.models.teacher import TEACHER_ARCHS
 
         check_backend(self.backend)
-        self.primitives = resolve_primitives(
-            self.ops if isinstance(self.ops, str) else tuple(self.ops)
-        )
+        primitives = self.primitives
         check_macro(
             MacroConfig(self.C, self.layers, self.reduction_positions, self.stem_multiplier)
         )
@@ -121,7 +129,7 @@ class ProfileConfig:
             raise KdasError(
                 f"unknown teacher {self.teacher!r}: use {', '.join(TEACHER_ARCHS)} or none"
             )
-        if "part_aware" in self.primitives:
+        if "part_aware" in primitives:
             from kdas.models.part_aware import stripe_of_rows
 
             stripe_of_rows(min(p.edge_shape(2)[1] for p in self.macro().places(self.size)))
@@ -191,26 +199,67 @@ def _student(genotype: Genotype, cfg: ProfileConfig) -> Any:
     return StudentNetwork(genotype, num_classes=FIT_CLASSES, arch=arch, steps=cfg.steps)
 
 
-def _measure_student(genotype: Genotype, cfg: ProfileConfig, work: Path) -> float:
-    import torch
-
-    torch.manual_seed(cfg.seed)
-    net = _student(genotype, cfg)
-    target = cfg.target()
-    return blocks.measure_network(net, cfg.size, target, work, cfg.warmup, cfg.repeats, cfg.seed)
-
-
-def _measure_teacher(cfg: ProfileConfig, work: Path) -> dict[str, Any]:
-    import torch
-
+def _teacher(cfg: ProfileConfig) -> Any:
+    """The teacher as kdas trains it (`TeacherArch`'s last stride), random weights."""
     from kdas.models.spec import TeacherArch
     from kdas.models.teacher import build_teacher
 
-    torch.manual_seed(cfg.seed)
     arch = TeacherArch(name=cfg.teacher)  # type: ignore[arg-type]
-    net = build_teacher(FIT_CLASSES, arch.name, last_stride=arch.last_stride)
-    ms = blocks.measure_network(net, cfg.size, cfg.target(), work, cfg.warmup, cfg.repeats)
-    return {"name": arch.name, "ms": ms, "input_size": list(cfg.size)}
+    return build_teacher(FIT_CLASSES, arch.name, last_stride=arch.last_stride)
+
+
+def _measure_networks(
+    builds: Sequence[tuple[str, Callable[[], Any]]], cfg: ProfileConfig, work: Path, bar: Any,
+    task: Any,
+) -> list[float]:  # fmt: skip
+    """Export and load every network (label, constructor) first, then time them in turns
+    (`time_interleaved`), so the machine's changing speed does not favour one of them."""
+    import torch
+
+    target, calls = cfg.target(), []
+    for label, build in builds:
+        bar.update(task, description=label)
+        torch.manual_seed(cfg.seed)
+        folder = Path(tempfile.mkdtemp(prefix="network-", dir=work))
+        calls.append(blocks.network_call(build(), cfg.size, target, folder, cfg.seed))
+        bar.advance(task)
+    bar.update(task, description=f"timing {len(calls)} network(s)")
+    return blocks.time_interleaved(calls, cfg.warmup, cfg.repeats)
+
+
+def _measure_blocks(
+    plan: dict[blocks.BlockSpec, list[tuple[str, str]]], cfg: ProfileConfig, work: Path,
+    bar: Any, task: Any,
+) -> tuple[dict[str, float], dict[str, float], float]:  # fmt: skip
+    """(op entries, fixed entries in table order, call overhead): every block exported and
+    compiled first, then all timed in turns with the overhead graph; each entry is its median
+    less the overhead's, clamped at 0."""
+    target = cfg.target()
+    bar.update(task, description="call overhead")
+    calls: dict[Any, blocks.Call] = {"overhead": blocks.overhead_call(target, work)}
+    bar.advance(task)
+    for spec in plan:
+        bar.update(task, description=spec.label())
+        call = blocks.block_call(spec, target, work, cfg.seed)
+        if call is not None:
+            calls[spec] = call
+        bar.advance(task)
+    bar.update(task, description=f"timing {len(calls)} blocks in turns")
+    medians = dict(
+        zip(
+            calls,
+            blocks.time_interleaved(list(calls.values()), cfg.warmup, cfg.repeats),
+            strict=True,
+        )
+    )
+    overhead = medians.pop("overhead")
+    ops: dict[str, float] = {}
+    fixed: dict[str, float] = {}
+    for spec, entries in plan.items():
+        ms = max(0.0, medians[spec] - overhead) if spec in medians else 0.0
+        for section, key in entries:
+            (ops if section == "ops" else fixed)[key] = ms
+    return ops, {key: fixed[key] for key in sorted(fixed, key=_fixed_order)}, overhead
 
 
 def _settings(cfg: ProfileConfig, start: float, fit: list[dict[str, Any]]) -> dict[str, Any]:
@@ -223,6 +272,7 @@ def _settings(cfg: ProfileConfig, start: float, fit: list[dict[str, Any]]) -> di
         "correction_fit": fit,
         "seed": cfg.seed,
         "exporter": "legacy",
+        "timing": "median of repeats calls; blocks in turns, then the networks in turns",
         "calibration": "random normal tensors (minmax)" if cfg.target().int8 else None,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "kdas": __version__,
@@ -243,46 +293,38 @@ def profile_latency(
     start = time.perf_counter()
     cfg.validate()
     out = check_out_path(out_path, force)
-    target = cfg.target()
     blocks.require_backend(cfg.backend)
     plan = blocks.plan_blocks(cfg.macro(), cfg.size, cfg.table_ops())
-    total = 1 + len(plan) + (cfg.teacher is not None) + cfg.fit_networks
-    ops: dict[str, float] = {}
-    fixed: dict[str, float] = {}
-    fit: list[dict[str, Any]] = []
+    rng = np.random.default_rng(cfg.seed)
+    genotypes = [
+        random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
+        for _ in range(cfg.fit_networks)
+    ]
+    builds = [
+        (f"network {i + 1}/{len(genotypes)} (correction)", partial(_student, genotype, cfg))
+        for i, genotype in enumerate(genotypes)
+    ]
     with (
         blocks.torch_threads(cfg.threads),
         tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
         make_progress(progress) as bar,
     ):
-        work = Path(tmp)
-        task = bar.add_task("call overhead", total=total)
-        overhead = blocks.call_overhead_ms(target, work, cfg.warmup, max(50, cfg.repeats))
-        bar.advance(task)
-        for spec, entries in plan.items():
-            bar.update(task, description=spec.label())
-            ms = blocks.measure_block(spec, target, work, cfg.warmup, cfg.repeats, overhead)
-            for section, key in entries:
-                (ops if section == "ops" else fixed)[key] = ms
-            bar.advance(task)
-        order = [key for entries in plan.values() for section, key in entries if section == "fixed"]
-        table = LatencyTable(
-            fingerprint=machine_fingerprint(cfg.backend, cfg.threads, cfg.batch),
-            input_size=cfg.size, macro=cfg.macro(), ops=ops,
-            fixed={key: fixed[key] for key in sorted(order, key=_fixed_order)},
-            call_overhead_ms=overhead,
-        )  # fmt: skip
-        if cfg.teacher is not None:
-            bar.update(task, description=f"teacher {cfg.teacher}")
-            table.teacher = _measure_teacher(cfg, work)
-            bar.advance(task)
-        rng = np.random.default_rng(cfg.seed)
-        for i in range(cfg.fit_networks):
-            bar.update(task, description=f"network {i + 1}/{cfg.fit_networks} (correction)")
-            genotype = random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
-            measured = _measure_student(genotype, cfg, work)
-            fit.append({"raw_ms": table.predict(genotype).raw_ms, "measured_ms": measured})
-            bar.advance(task)
+        total = 1 + len(plan) + len(builds) + (cfg.teacher is not None)
+        task = bar.add_task("latency profile", total=total)
+        ops, fixed, overhead = _measure_blocks(plan, cfg, Path(tmp), bar, task)
+        teacher = [(f"teacher {cfg.teacher}", partial(_teacher, cfg))] if cfg.teacher else []
+        teacher_ms = _measure_networks(teacher, cfg, Path(tmp), bar, task)  # alone: its weights
+        measured = _measure_networks(builds, cfg, Path(tmp), bar, task)  # would evict theirs
+    table = LatencyTable(
+        fingerprint=machine_fingerprint(cfg.backend, cfg.threads, cfg.batch),
+        input_size=cfg.size, macro=cfg.macro(), ops=ops, fixed=fixed, call_overhead_ms=overhead,
+    )  # fmt: skip
+    if teacher_ms:
+        table.teacher = {"name": cfg.teacher, "ms": teacher_ms[0], "input_size": list(cfg.size)}
+    fit = [
+        {"raw_ms": table.predict(genotype).raw_ms, "measured_ms": ms}
+        for genotype, ms in zip(genotypes, measured, strict=True)
+    ]
     table.correction = fit_correction([r["raw_ms"] for r in fit], [r["measured_ms"] for r in fit])
     table.settings = _settings(cfg, start, fit)
     table.save(out)
@@ -306,11 +348,19 @@ def measure_genotype(
     """Whole-network latency (ms, median, call overhead included) of a student with this
     genotype on the backend, measured as the profile measures its fitting networks. `source`
     is a profile config or a table, whose backend, threads, batch, size and macro are used."""
+    from kdas.progress import make_progress
+
     cfg = source if isinstance(source, ProfileConfig) else ProfileConfig.from_table(source)
     cfg.validate()
     blocks.require_backend(cfg.backend)
-    with blocks.torch_threads(cfg.threads), tempfile.TemporaryDirectory() as tmp:
-        return _measure_student(genotype, cfg, Path(work_dir or tmp))
+    with (
+        blocks.torch_threads(cfg.threads),
+        tempfile.TemporaryDirectory() as tmp,
+        make_progress(False) as bar,
+    ):
+        task = bar.add_task("network", total=1)
+        build = [("network", partial(_student, genotype, cfg))]
+        return _measure_networks(build, cfg, Path(work_dir or tmp), bar, task)[0]
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
@@ -369,26 +419,31 @@ def validate_predictor(
     target = check_out_path(out, force=True) if out is not None else None
     blocks.require_backend(cfg.backend)
     rng = np.random.default_rng(seed)
-    rows = []
+    genotypes = [
+        random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier) for _ in range(count)
+    ]
+    builds = [
+        (f"network {i + 1}/{count}", partial(_student, genotype, cfg))
+        for i, genotype in enumerate(genotypes)
+    ]
     with (
         blocks.torch_threads(cfg.threads),
         tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
         make_progress(progress) as bar,
     ):
         task = bar.add_task("measuring networks", total=count)
-        for _ in range(count):
-            genotype = random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
-            prediction = table.predict(genotype)
-            measured = _measure_student(genotype, cfg, Path(tmp))
-            rows.append(
-                {
-                    "genotype": _genotype_doc(genotype),
-                    "raw_ms": prediction.raw_ms,
-                    "predicted_ms": prediction.ms,
-                    "measured_ms": measured,
-                }
-            )
-            bar.advance(task)
+        measured = _measure_networks(builds, cfg, Path(tmp), bar, task)
+    rows = []
+    for genotype, ms in zip(genotypes, measured, strict=True):
+        prediction = table.predict(genotype)
+        rows.append(
+            {
+                "genotype": _genotype_doc(genotype),
+                "raw_ms": prediction.raw_ms,
+                "predicted_ms": prediction.ms,
+                "measured_ms": ms,
+            }
+        )
     report = {
         "table": str(table.path) if table.path else None,
         "backend": table.backend,

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from kdas import __version__
+from kdas.errors import KdasError
 from kdas.files import (
     ALPHAS_PLOT,
     BENCH_FILE,
@@ -25,7 +26,10 @@ from kdas.files import (
     CMC_PLOT,
     CONFIG_FILE,
     GENOTYPE_FILE,
+    LATENCY_DIR,
+    LATENCY_PLOT,
     METRICS_FILE,
+    PARETO_PLOT,
     PARITY_FILE,
     RANK_LIST_PLOT,
     SCHEDULE_PLOT,
@@ -235,6 +239,36 @@ def _deployment_section(paths: Any, bench: dict[str, Any] | None) -> str:
     )
 
 
+def _hardware_section(ctx: StageContext, bench: dict[str, Any] | None) -> str:
+    """The latency budget, predicted against measured, the search's latency curve and the
+    accuracy-against-latency plot of this run and `[report] pareto_runs`."""
+    from kdas.export.report import prediction_line
+    from kdas.pipeline.pareto import write_pareto
+
+    paths, lat = ctx.paths, ctx.cfg.search.latency
+    if not lat.target:
+        return ""
+    parts = [
+        "<h2>Hardware-aware search</h2>",
+        f"<p>Budget <code>{html.escape(lat.target)}</code>, weight {lat.weight}, table "
+        f"<code>{html.escape(str((ctx.results.get('latency') or {}).get('table') or lat.table))}"
+        "</code>.</p>",
+    ]
+    line = prediction_line(bench or {})
+    if line:
+        parts.append(f"<p>{html.escape(line)}</p>")
+    parts.append(_image(paths.search / LATENCY_PLOT, "predicted latency during the search"))
+    runs = [paths.root] + [paths.root.parent / name for name in ctx.cfg.report.pareto_runs]
+    try:
+        write_pareto(runs, paths.root / LATENCY_DIR)
+    except KdasError as exc:
+        note = html.escape(str(exc))
+        parts.append(f"<p class='muted'>No accuracy-against-latency plot: {note}</p>")
+    else:
+        parts.append(_image(paths.root / LATENCY_DIR / PARETO_PLOT, "mAP against latency"))
+    return "".join(parts)
+
+
 def _parity_section(parity: dict[str, Any] | None) -> str:
     if not parity:
         return ""
@@ -339,6 +373,7 @@ def write_report(ctx: StageContext) -> Path:
         rank_lists,
         _export_section(paths, facts["export"]),
         _deployment_section(paths, facts["bench"]),
+        _hardware_section(ctx, facts["bench"]),
         _parity_section(facts["parity"]),
         _index_section(facts["index"]),
         _timing_section(facts["state"]),
