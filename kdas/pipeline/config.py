@@ -17,9 +17,9 @@ from kdas.search.config import SearchConfig
 OpenVINOPrecision = Literal["fp32", "bf16", "int8"]  # kdas.export.openvino_export's precisions
 
 STAGES = (
-    "latency",
     "data",
     "teacher",
+    "latency",
     "search",
     "student",
     "evaluate",
