@@ -172,10 +172,10 @@ class PeakRSS:
 
 
 def machine() -> dict:
-    from kdas.export.measure import cpu_name
+    from kdas.utils.machine import cpu_model
 
     return {
-        "cpu": cpu_name(),
+        "cpu": cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
         "numpy": np.__version__,
         "python": platform.python_version(),

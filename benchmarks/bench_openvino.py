@@ -57,6 +57,7 @@ from kdas.export.onnx_export import export_onnx  # noqa: E402
 from kdas.export.openvino_export import export_openvino  # noqa: E402
 from kdas.export.quantize import quantize_int8  # noqa: E402
 from kdas.utils.atomic import atomic_write_json  # noqa: E402
+from kdas.utils.machine import cpu_model  # noqa: E402
 
 SIZE = (256, 128)
 C = 64
@@ -106,7 +107,7 @@ def machine(threads: int) -> dict[str, Any]:
     import onnxruntime
     import openvino
 
-    info: dict[str, Any] = {"cpu": measure.cpu_name(), "cores": os.cpu_count()}
+    info: dict[str, Any] = {"cpu": cpu_model(), "cores": os.cpu_count()}
     try:
         text = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):

@@ -33,6 +33,7 @@ from kdas.export import measure
 from kdas.export.backends import BACKEND_NOTES, BACKENDS, OPENVINO_BACKENDS, make_runner
 from kdas.files import BENCH_FILE, BENCH_PLOT, BENCH_TABLE, EXPORT_DIR
 from kdas.utils.atomic import atomic_write_json
+from kdas.utils.machine import cpu_model
 
 MODEL_ROLES = ("student", "teacher")
 
@@ -85,7 +86,7 @@ def _machine() -> dict[str, Any]:
     import torch
 
     return {
-        "cpu": measure.cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -280,6 +280,21 @@ def _settings(cfg: ProfileConfig, start: float, fit: list[dict[str, Any]]) -> di
     }
 
 
+def _random_networks(
+    cfg: ProfileConfig, count: int, seed: int, label: str = ""
+) -> tuple[list[Genotype], list[tuple[str, Any]]]:
+    """`count` random genotypes of the table's op set and their (label, builder) pairs."""
+    rng = np.random.default_rng(seed)
+    genotypes = [
+        random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier) for _ in range(count)
+    ]
+    builds = [
+        (f"network {i + 1}/{count}{label}", partial(_student, genotype, cfg))
+        for i, genotype in enumerate(genotypes)
+    ]
+    return genotypes, builds
+
+
 def profile_latency(
     cfg: ProfileConfig,
     out_path: str | os.PathLike[str],
@@ -295,15 +310,7 @@ def profile_latency(
     out = check_out_path(out_path, force)
     blocks.require_backend(cfg.backend)
     plan = blocks.plan_blocks(cfg.macro(), cfg.size, cfg.table_ops())
-    rng = np.random.default_rng(cfg.seed)
-    genotypes = [
-        random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier)
-        for _ in range(cfg.fit_networks)
-    ]
-    builds = [
-        (f"network {i + 1}/{len(genotypes)} (correction)", partial(_student, genotype, cfg))
-        for i, genotype in enumerate(genotypes)
-    ]
+    genotypes, builds = _random_networks(cfg, cfg.fit_networks, cfg.seed, " (correction)")
     with (
         blocks.torch_threads(cfg.threads),
         tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
@@ -418,14 +425,7 @@ def validate_predictor(
     table.check_ops(cfg.primitives)
     target = check_out_path(out, force=True) if out is not None else None
     blocks.require_backend(cfg.backend)
-    rng = np.random.default_rng(seed)
-    genotypes = [
-        random_genotype(cfg.primitives, cfg.steps, rng, cfg.multiplier) for _ in range(count)
-    ]
-    builds = [
-        (f"network {i + 1}/{count}", partial(_student, genotype, cfg))
-        for i, genotype in enumerate(genotypes)
-    ]
+    genotypes, builds = _random_networks(cfg, count, seed)
     with (
         blocks.torch_threads(cfg.threads),
         tempfile.TemporaryDirectory(prefix="kdas-latency-") as tmp,
