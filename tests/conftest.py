@@ -22,15 +22,17 @@ def tiny_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_teacher(tiny_market: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An (untrained) ResNet-18 teacher artifact that knows the tiny set's identities."""
+    """An (untrained) ResNet-18 teacher artifact that knows the tiny set's training classes."""
     import torch
 
-    from kdas.data.layouts import load_dataset
+    from kdas.engine.config import DataConfig
+    from kdas.engine.stages import load_splits
     from kdas.models.artifacts import save_model_artifact
     from kdas.models.spec import ModelSpec, TeacherArch
     from kdas.models.teacher import build_teacher
 
-    classes = load_dataset(str(tiny_market), "market1501").num_train_pids
+    # the training classes every stage sees: validation identities held out as by default
+    classes = load_splits(DataConfig(root=str(tiny_market))).num_train_pids
     spec = ModelSpec("teacher", classes, input_size=(32, 16), teacher=TeacherArch("resnet18"))
     torch.manual_seed(0)
     out = tmp_path_factory.mktemp("teacher") / "teacher"

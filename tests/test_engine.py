@@ -84,7 +84,7 @@ def test_ddp_two_gloo_processes(tiny_market: Path, tmp_path: Path) -> None:
     config.write_text(
         "[data]\nsize = [64, 32]\np = 4\nk = 2\nbatches_per_epoch = 4\nnum_workers = 0\n"
         "[model]\nname = 'resnet18'\n[run]\nepochs = 2\neval_every = 1\nprogress = false\n"
-        "device = 'cpu'\n"
+        "device = 'cpu'\nkeep = 'best-val'\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [
@@ -111,8 +111,13 @@ def test_ddp_two_gloo_processes(tiny_market: Path, tmp_path: Path) -> None:
     ]
     log = [json.loads(line) for line in (teacher / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0, 1]  # one writer: no duplicated lines
-    metrics = json.loads((teacher / "metrics.json").read_text())["final"]
+    record = json.loads((teacher / "metrics.json").read_text())
+    metrics = record["final"]
     assert all(0.0 <= metrics[k] <= 1.0 for k in ("rank1", "mAP", "mINP"))
+    best = max(log, key=lambda r: r["eval"]["mAP"])  # the first of equals, as the job keeps
+    assert record["selected"]["by"] == "best validation mAP"
+    assert record["selected"]["epoch"] == best["epoch"]
+    assert record["selected"]["val"]["mAP"] == pytest.approx(best["eval"]["mAP"])
     assert all(torch.isfinite(torch.tensor(r["loss_total"])) for r in log)
     assert load(str(teacher)).spec.kind == "teacher"
 
@@ -128,7 +133,7 @@ def test_corrupt_image_in_a_worker_is_one_line(
     victim.write_bytes(victim.read_bytes()[:200])  # truncated JPEG
     config = tmp_path / "t.toml"
     config.write_text(
-        "[data]\nsize = [64, 32]\np = 8\nk = 4\nnum_workers = 2\n"
+        "[data]\nsize = [64, 32]\np = 4\nk = 4\nnum_workers = 2\n"
         "[model]\nname = 'resnet18'\n[run]\nepochs = 1\nprogress = false\n"
     )
     with pytest.raises(SystemExit) as exit_info:

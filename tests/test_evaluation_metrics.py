@@ -10,8 +10,10 @@ import torch
 
 from kdas.errors import KdasError
 from kdas.evaluation import RankResult, evaluate_rank
+from kdas.evaluation.bootstrap import bootstrap_means
 
 metrics_module = importlib.import_module("kdas.evaluation.metrics")
+bootstrap_module = importlib.import_module("kdas.evaluation.bootstrap")
 
 
 def reference(distmat, q_pids, g_pids, q_cams, g_cams, max_rank):
@@ -67,7 +69,9 @@ def test_hand_computed_example():
     np.testing.assert_allclose(result.cmc, [0, 1, 1, 1, 1, 1])
     assert result.mAP == pytest.approx((1 / 2 + 2 / 4) / 2)
     assert result.mINP == pytest.approx(2 / 4)
-    assert result.to_dict() == {"rank1": 0.0, "rank5": 1.0, "mAP": 0.5, "mINP": 0.5}
+    # one query: the bootstrap can only draw it again, so there is no evaluation noise
+    expected = {"rank1": 0.0, "rank5": 1.0, "mAP": 0.5, "mINP": 0.5, "mAP_se": 0.0, "rank1_se": 0.0}
+    assert result.to_dict() == expected
     assert result.rank(2) == 1.0
 
 
@@ -204,7 +208,7 @@ def test_nan_in_a_skipped_query_row_is_still_reported():
 
 def test_rank_outside_curve_raises():
     result = evaluate_rank(np.array([[0.1]]), [1], [1], [0], [1], max_rank=3)
-    assert set(result.to_dict()) == {"rank1", "mAP", "mINP"}
+    assert set(result.to_dict()) == {"rank1", "mAP", "mINP", "mAP_se", "rank1_se"}
     assert all(isinstance(v, float) for v in result.to_dict().values())
     with pytest.raises(KdasError, match="outside"):
         result.rank(4)
@@ -219,3 +223,114 @@ def test_protocol_rules_can_be_turned_off():
     assert kept.mAP == pytest.approx((1 / 2 + 2 / 3) / 2)
     removed = evaluate_rank(dist, [3], [-1, 3, 3], [0], [1, 1, 1], max_rank=3)
     assert removed.mAP == pytest.approx(1.0)
+
+
+def per_query_reference(distmat, q_pids, g_pids, q_cams, g_cams):
+    """(query row, AP, rank of the first true match) of every valid query, one at a time."""
+    out = []
+    for q in range(len(q_pids)):
+        order = sorted(range(len(g_pids)), key=lambda j, q=q: (distmat[q][j], j))
+        kept = [
+            j
+            for j in order
+            if g_pids[j] != -1 and not (g_pids[j] == q_pids[q] and g_cams[j] == q_cams[q])
+        ]
+        hits = [i + 1 for i, j in enumerate(kept) if g_pids[j] == q_pids[q] and g_pids[j] > 0]
+        if hits:
+            out.append((q, sum((n + 1) / p for n, p in enumerate(hits)) / len(hits), hits[0]))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_per_query_ap_and_first_match_match_reference(seed):
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(10):
+        num_q, num_g = int(rng.integers(1, 30)), int(rng.integers(1, 80))
+        levels = int(rng.integers(2, 6)) if rng.random() < 0.5 else None
+        args = random_problem(rng, num_q, num_g, int(rng.integers(1, 8)), 3, levels)
+        expected = per_query_reference(*args)
+        if not expected:
+            continue
+        result = evaluate_rank(*args, max_rank=10, num_threads=int(rng.integers(1, 3)))
+        rows, aps, firsts = (np.array(column) for column in zip(*expected, strict=True))
+        np.testing.assert_array_equal(result.query_index, rows)
+        np.testing.assert_allclose(result.ap, aps, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(result.first_match, firsts)
+        assert result.mAP == pytest.approx(float(np.mean(result.ap)), abs=1e-15)
+        assert result.rank(1) == pytest.approx(float(np.mean(result.first_match == 1)))
+        assert len(result.ap) == result.num_valid_queries
+        with pytest.raises(ValueError):  # the per-query arrays are read-only
+            result.ap[0] = 1.0
+
+
+def test_bootstrap_equals_a_plain_resampling_loop():
+    values = np.random.default_rng(5).random(37)
+    flags = values > 0.4
+    rng = np.random.default_rng(3)  # the reference: B resamples drawn in one go, in Python
+    means = [(values[i].mean(), flags[i].mean()) for i in rng.integers(0, 37, size=(200, 37))]
+    means = np.array(means)
+    got = bootstrap_means({"a": values, "b": flags}, resamples=200, seed=3, level=0.9)
+    for j, name in enumerate(("a", "b")):
+        assert got[name].mean == pytest.approx(float(np.mean([values, flags][j])), abs=1e-15)
+        assert got[name].se == pytest.approx(float(np.std(means[:, j], ddof=1)), abs=1e-15)
+        assert got[name].low == pytest.approx(float(np.quantile(means[:, j], 0.05)), abs=1e-15)
+        assert got[name].high == pytest.approx(float(np.quantile(means[:, j], 0.95)), abs=1e-15)
+        assert (got[name].n, got[name].resamples, got[name].level) == (37, 200, 0.9)
+
+
+def test_bootstrap_chunks_do_not_change_the_draws(monkeypatch):
+    values = np.random.default_rng(9).random(50)
+    whole = bootstrap_means({"x": values}, resamples=300)["x"]
+    monkeypatch.setattr(bootstrap_module, "_INDEX_BUDGET", 7 * 50 + 3)  # 7 resamples per chunk
+    assert bootstrap_means({"x": values}, resamples=300)["x"] == whole
+
+
+def test_bootstrap_se_matches_the_analytic_standard_error():
+    rng = np.random.default_rng(21)
+    # many queries, few identities and much noise: AP spread over (0, 1], rank-1 about 0.5
+    dist, q_pids, g_pids, q_cams, g_cams = random_problem(rng, 3000, 150, 6, 4)
+    result = evaluate_rank(dist, q_pids, g_pids, q_cams, g_cams, max_rank=10)
+    n = result.num_valid_queries
+    assert n > 2500
+    noise = result.bootstrap()
+    analytic_map = np.std(result.ap) / np.sqrt(n)
+    p = result.rank(1)
+    analytic_rank1 = np.sqrt(p * (1 - p) / n)
+    # the bootstrap se of 1000 resamples is itself uncertain by about 1/sqrt(2 * 1000) = 2.2 %
+    assert noise["mAP"].se == pytest.approx(analytic_map, rel=0.08)
+    assert noise["rank1"].se == pytest.approx(analytic_rank1, rel=0.08)
+    for name, mean in (("mAP", result.mAP), ("rank1", p)):
+        est = noise[name]
+        assert est.mean == pytest.approx(mean, abs=1e-15)
+        assert est.low < mean < est.high
+        # for a mean of many queries the percentile interval is close to the normal one
+        assert est.high - est.low == pytest.approx(2 * 1.96 * est.se, rel=0.12)
+    assert result.to_dict()["mAP_se"] == noise["mAP"].se
+    assert result.to_dict()["rank1_se"] == noise["rank1"].se
+    other = result.bootstrap(resamples=500, seed=1)["mAP"]
+    assert other.resamples == 500 and other.se != noise["mAP"].se
+    assert other.se == pytest.approx(analytic_map, rel=0.12)
+
+
+def test_bootstrap_of_constant_values_has_no_noise():
+    est = bootstrap_means({"x": np.full(20, 0.25)})["x"]
+    assert (est.mean, est.se, est.low, est.high) == (0.25, 0.0, 0.25, 0.25)
+    assert est.to_dict()["resamples"] == 1000
+
+
+@pytest.mark.parametrize(
+    ("samples", "kwargs", "message"),
+    [
+        ({"x": [0.1, 0.2]}, {"resamples": 1}, "at least 2"),
+        ({"x": [0.1, 0.2]}, {"resamples": 2.5}, "integer"),
+        ({"x": [0.1, 0.2]}, {"level": 1.0}, "level"),
+        ({}, {}, "at least one"),
+        ({"x": []}, {}, "non-empty"),
+        ({"x": [[0.1]]}, {}, "1-D"),
+        ({"x": [0.1, np.nan]}, {}, "NaN"),
+        ({"x": [0.1, 0.2], "y": [1.0]}, {}, "different lengths"),
+    ],
+)
+def test_bootstrap_bad_input_raises_clear_error(samples, kwargs, message):
+    with pytest.raises(KdasError, match=message):
+        bootstrap_means(samples, **kwargs)

@@ -42,6 +42,7 @@ def _register() -> None:
     from kdas.cli import index as index_cli
     from kdas.cli import latency as latency_cli
     from kdas.cli import pipeline as pipeline_cli
+    from kdas.cli import pretrain as pretrain_cli
     from kdas.cli import search as search_cli
     from kdas.cli import serve as serve_cli
     from kdas.cli import student as student_cli
@@ -56,6 +57,7 @@ def _register() -> None:
     )
     commands = (  # (name, function, help panel), in the order `kdas --help` lists them
         ("search", search_cli.search_command, train),
+        ("pretrain", pretrain_cli.pretrain_command, train),
         ("train", student_cli.train_command, train),
         ("eval", evaluate_cli.eval_command, train),
         ("info", evaluate_cli.info_command, train),

@@ -142,6 +142,10 @@ class TrainOptions(DataSetOptions):
     device: str | None = _option("--device", help="auto, cpu, cuda, cuda:N.")
     workers: int | None = _option("--workers", help="Data loader workers.")
     seed: int | None = _option("--seed")
+    val_fraction: float | None = _option(
+        "--val-fraction",
+        help="Training identities held out for validation (default 0.1; 0: none).",
+    )
     resume: bool = _option("--resume", help="Continue from the last checkpoint.", default=False)
     force: bool = _option(
         "--force", help="Discard an earlier run in the output folder.", default=False
@@ -158,6 +162,7 @@ class TrainOptions(DataSetOptions):
                 "p": self.p,
                 "k": self.k,
                 "num_workers": self.workers,
+                "val_fraction": self.val_fraction,
                 "options": self.layout_options(),
             },
             "run": {

@@ -16,6 +16,9 @@ def train_command(
     out: Path = typer.Option(..., "--out", help="Student folder, e.g. runs/NAME/student."),
     genotype: Path = typer.Option(None, "--genotype", help="genotype.json from `kdas search`."),
     teacher: Path = typer.Option(None, "--teacher", help="Teacher folder for distillation."),
+    init: Path = typer.Option(
+        None, "--init", help="Pre-trained start: a `kdas pretrain` folder or .safetensors."
+    ),
     kd: str = typer.Option(None, "--kd", help="Distillation: none, constant or dynamic."),
     channels: int = typer.Option(None, "--channels", help="Student C (paper: 64)."),
     lr: float = typer.Option(None, "--lr"),
@@ -30,6 +33,7 @@ def train_command(
     overrides = shared.overrides(
         genotype=str(genotype) if genotype else None,
         teacher=str(teacher) if teacher else None,
+        init=str(init) if init else None,
         model={"C": channels, "drop_path_prob": drop_path},
         optim={"lr": lr},
         loss={"kd": {"mode": kd}},

@@ -10,7 +10,8 @@ class ImageRecord(NamedTuple):
     """One image: its path, identity and camera.
 
     In `train`, pid is the relabelled class index 0..N-1 (sorted original ids); in `query` and
-    `gallery` it is the original id (0 marks a distractor). camid is 0-based.
+    `gallery` it is the original id (0 marks a distractor), in `val_query`/`val_gallery` a
+    held-out class index + 1. camid is 0-based.
     """
 
     path: str
@@ -34,6 +35,13 @@ class ReIDSplits:
     gallery: list[ImageRecord]
     warnings: list[str] = field(default_factory=list)
     dropped: dict[str, int] = field(default_factory=dict)
+    # training identities held out for choices made during training (`kdas.data.validation`)
+    val_query: list[ImageRecord] = field(default_factory=list)
+    val_gallery: list[ImageRecord] = field(default_factory=list)
+
+    @property
+    def has_validation(self) -> bool:
+        return bool(self.val_query)
 
     @property
     def num_train_pids(self) -> int:

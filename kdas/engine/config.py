@@ -29,6 +29,10 @@ class DataConfig:
     flip_prob: float = 0.5
     pad: int = 10
     random_erasing: float = 0.5  # teacher (BoT); search and student default to 0 (paper 4.2)
+    # training identities held out as a validation split (epoch choice, monitoring); the same
+    # data section gives the teacher, the search and the student the same training classes
+    val_fraction: float = 0.1
+    val_seed: int = 0
 
 
 @dataclass
@@ -38,9 +42,12 @@ class OptimConfig:
     weight_decay: float = 5e-4
     momentum: float = 0.9
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
-    warmup_epochs: int = 10
+    # None: scaled to the run (10 % of the epochs, at most 10: the paper's 10 of 200); a
+    # number is used as given
+    warmup_epochs: int | None = None
     warmup_factor: float = 0.01
-    milestones: tuple[int, ...] = (40, 70)
+    # None: BoT's 40 and 70 of 120 epochs, scaled to the run's length
+    milestones: tuple[int, ...] | None = None
     gamma: float = 0.1
     min_lr: float = 0.0  # where cosine ends
     grad_clip: float | None = None
@@ -54,7 +61,10 @@ class RunConfig:
     precision: AutocastPrecision = "fp32"  # bf16 autocast on CPU or CUDA, fp16 CUDA
     channels_last: bool | None = None  # None: on CUDA only
     threads: int | None = None  # torch intra-op threads on CPU
-    eval_every: int = 10  # 0: evaluate once, at the end
+    eval_every: int = 10  # 0: evaluate once, at the end (on the validation split, if any)
+    # the weights written: the last epoch's, or those of the evaluated epoch with the best
+    # validation mAP (needs data.val_fraction > 0); the test split only ever sees those
+    keep: Literal["last", "best-val"] = "last"
     eval_flip: bool = False
     eval_batch_size: int = 64
     progress: bool = True
@@ -75,6 +85,7 @@ class StudentTrainConfig:
 
     genotype: str = ""  # path to genotype.json
     teacher: str = ""  # teacher artifact folder ("" with loss.kd = "none")
+    init: str = ""  # pre-trained weights to start from (`kdas pretrain`'s folder or file)
     data: DataConfig = field(default_factory=lambda: DataConfig(random_erasing=0.0))  # flip+crop
     model: StudentArch = field(default_factory=StudentArch)
     optim: OptimConfig = field(default_factory=OptimConfig)

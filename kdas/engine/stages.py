@@ -28,11 +28,14 @@ from kdas.utils.config import config_hash, to_dict
 
 
 def load_splits(data: DataConfig) -> ReIDSplits:
+    """The data set with its validation identities held out (`data.val_fraction`)."""
     from kdas.data.layouts import load_dataset
+    from kdas.data.validation import hold_out_validation
 
     if not data.root:
         raise KdasError("no data set given: pass --data ROOT (and --layout) or set data.root")
-    return load_dataset(data.root, data.layout, **data.options)
+    splits = load_dataset(data.root, data.layout, **data.options)
+    return hold_out_validation(splits, data.val_fraction, data.val_seed)
 
 
 def model_facts(model: torch.nn.Module, size: tuple[int, int]) -> dict[str, Any]:
@@ -62,7 +65,12 @@ def _finish(
     if ctx.is_main:
         facts = model_facts(model.cpu(), spec.input_size)
         facts["train_wall_time_s"] = result.wall_time_s
-        metrics = {"final": result.metrics, "best": result.best, "epochs": result.epochs}
+        metrics = {
+            "final": result.metrics,  # the test split, evaluated once, on the written weights
+            "selected": result.selected,
+            "epochs": result.epochs,
+            "warnings": result.warnings,
+        }
         atomic_write_json(out_dir / METRICS_FILE, metrics)
         save_model_artifact(out_dir, model, spec, stage, cfg, facts=facts, extra=extra)
         console.log(f"{stage} written to {out_dir}")
@@ -81,7 +89,8 @@ def load_distillation_teacher(kd: str, teacher: str, num_classes: int) -> torch.
     if model.num_classes != num_classes:
         raise KdasError(
             f"teacher {teacher} knows {model.num_classes} identities but the training set has "
-            f"{num_classes}: train the teacher on the same data set"
+            f"{num_classes}: train the teacher on the same data set and the same "
+            "data.val_fraction / data.val_seed"
         )
     return model.requires_grad_(False).eval()
 
@@ -105,7 +114,7 @@ def train_teacher(
     objective = ReIDObjective(cfg.loss, cfg.run.epochs)
     result = fit(
         model, splits, objective, cfg.data, cfg.optim, runner,
-        resume=resume, resume_key=_resume_key(cfg),
+        resume=resume, resume_key=_resume_key(cfg), what=f"the {cfg.model.name} teacher",
     )  # fmt: skip
     _finish(out_dir, model, spec, "teacher", cfg, result, runner.ctx)
     return result
@@ -123,6 +132,10 @@ def train_student(
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:
         raise KdasError(f"drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
     genotype = genotype_to_dict(load_genotype(cfg.genotype))
+    if cfg.init:  # before the runner's --force clears anything
+        from kdas.models.pretrained import weights_path
+
+        weights_path(cfg.init)
     runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)
     splits = load_splits(cfg.data)
     teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
@@ -134,10 +147,16 @@ def train_student(
         genotype=genotype,
     )
     model = build_model(spec)
+    if cfg.init:  # every rank loads: DDP starts from identical weights
+        from kdas.models.pretrained import load_init_weights
+
+        report = load_init_weights(model, cfg.init)
+        if runner.ctx.is_main:
+            console.log(report.summary())
     objective = ReIDObjective(cfg.loss, cfg.run.epochs)
     result = fit(
         model, splits, objective, cfg.data, cfg.optim, runner,
-        teacher=teacher, resume=resume, resume_key=_resume_key(cfg),
+        teacher=teacher, resume=resume, resume_key=_resume_key(cfg), what="the student",
     )  # fmt: skip
     if runner.ctx.is_main:
         atomic_write_json(out_dir / GENOTYPE_FILE, genotype)

@@ -3,31 +3,55 @@ named-term objective, optional distillation from an eval-mode teacher."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader
 
 from kdas.data.records import ReIDSplits
+from kdas.data.validation import validation_view
 from kdas.engine.config import DataConfig, OptimConfig
-from kdas.engine.distributed import DistContext, unwrap
+from kdas.engine.distributed import DistContext, barrier, unwrap
 from kdas.engine.evaluate import evaluate_model
-from kdas.engine.optim import build_optimizer, build_scheduler
+from kdas.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    schedule_notes,
+    warmup_epochs,
+)
 from kdas.engine.precision import autocast, make_grad_scaler
 from kdas.engine.runner import EpochJob, EpochRunner, StepOutput
+from kdas.engine.sanity import chance_warning
 from kdas.errors import KdasError
 from kdas.files import BEST_WEIGHTS
 from kdas.losses.objective import ReIDObjective
 from kdas.models.artifacts import save_weights
+from kdas.models.teacher import read_state_dict
+from kdas.progress import console
 
 
 @dataclass
 class TrainResult:
-    metrics: dict[str, Any] | None  # the last evaluation
-    best: dict[str, Any] | None  # the best evaluation by mAP, with its epoch
+    metrics: dict[str, Any] | None  # the test split, evaluated once, on the written weights
+    selected: dict[str, Any]  # which epoch's weights were written, why, and their validation
     epochs: int
     wall_time_s: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_identities(splits: ReIDSplits, data: DataConfig) -> None:
+    """A P×K batch needs p training identities; say so before the validation split is blamed
+    for nothing, or silently for too much."""
+    ids = splits.num_train_pids
+    if ids >= data.p or not splits.has_validation:
+        return
+    held = len({r.pid for r in (*splits.val_query, *splits.val_gallery)})
+    raise KdasError(
+        f"P x K batches need p={data.p} training identities, but {ids} are left after holding "
+        f"out {held} for validation (data.val_fraction = {data.val_fraction}); lower data.p or "
+        "data.val_fraction (0 turns the validation split off)"
+    )
 
 
 def build_train_loader(
@@ -43,6 +67,7 @@ def build_train_loader(
         pad=data.pad,
         random_erasing_prob=data.random_erasing,
     )
+    check_identities(splits, data)
     dataset = ReIDImageDataset(splits.train, transform, skip_corrupt=data.skip_corrupt)
     sampler = PKSampler(
         [r.pid for r in dataset.records],
@@ -165,29 +190,23 @@ class TrainJob(EpochJob):
         self.scheduler.step()
         return record
 
-    def evaluate(self, epoch: int) -> dict[str, Any]:
-        run = self.run
-        metrics = evaluate_model(
-            self.model,
-            self.splits,
-            tuple(self.data.size),
-            ctx=self.runner.ctx,
-            batch_size=run.eval_batch_size,
-            flip=run.eval_flip,
-            precision=run.precision,
-            progress=run.progress,
-        )
-        self.last_metrics = metrics
+    def evaluate(self, epoch: int) -> dict[str, Any] | None:
+        """The validation split's metrics (None without one: the test split is evaluated once,
+        after training, on the weights that are written)."""
+        if not self.splits.has_validation:
+            return None
+        metrics = evaluate_split(self.model, validation_view(self.splits), self.data, self.runner)
+        self.last_metrics = {**metrics, "epoch": epoch}
         if self.best is None or metrics["mAP"] > self.best["mAP"]:
             self.best = {**metrics, "epoch": epoch}
-            if self.runner.ctx.is_main:
+            if self.runner.ctx.is_main and self.run.keep == "best-val":
                 save_weights(unwrap(self.model), self.runner.out_dir / BEST_WEIGHTS)
         return metrics
 
     def summary(self, record: dict[str, Any]) -> str:
         text = f"loss {record.get('loss_total', 0):.4f}"
         if "eval" in record:
-            text += f" | rank-1 {record['eval']['rank1']:.3f} mAP {record['eval']['mAP']:.3f}"
+            text += f" | val rank-1 {record['eval']['rank1']:.3f} mAP {record['eval']['mAP']:.3f}"
         return text
 
     def state_dict(self) -> dict[str, Any]:
@@ -208,6 +227,48 @@ class TrainJob(EpochJob):
         self.best = state.get("best")
 
 
+def evaluate_split(
+    model: torch.nn.Module, splits: ReIDSplits, data: DataConfig, runner: EpochRunner
+) -> dict[str, Any]:
+    run = runner.run_config
+    return evaluate_model(
+        model,
+        splits,
+        tuple(data.size),
+        ctx=runner.ctx,
+        batch_size=run.eval_batch_size,
+        flip=run.eval_flip,
+        precision=run.precision,
+        progress=run.progress,
+    )
+
+
+def _select_weights(job: TrainJob) -> dict[str, Any]:
+    """Put the weights to write into the model: the last epoch's, or the best validation
+    epoch's (`run.keep = "best-val"`), and say which."""
+    runner, epochs = job.runner, job.run.epochs
+    if job.splits.has_validation and job.last_metrics is None:  # a finished run resumed
+        job.evaluate(epochs - 1)
+    if job.run.keep == "best-val" and job.best is not None:
+        barrier(runner.ctx)
+        path = runner.out_dir / BEST_WEIGHTS
+        unwrap(job.model).load_state_dict(read_state_dict(path))
+        val = {k: v for k, v in job.best.items() if k != "epoch"}
+        return {"epoch": job.best["epoch"], "by": "best validation mAP", "val": val}
+    val = None
+    if job.last_metrics is not None:
+        val = {k: v for k, v in job.last_metrics.items() if k != "epoch"}
+    return {"epoch": epochs - 1, "by": "last epoch", "val": val}
+
+
+def check_keep(run_keep: str, splits: ReIDSplits) -> None:
+    if run_keep == "best-val" and not splits.has_validation:
+        raise KdasError(
+            "run.keep = 'best-val' chooses an epoch on the validation split, but there is none: "
+            "set data.val_fraction > 0 (e.g. 0.1) or run.keep = 'last'"
+        )
+
+
 def fit(
     model: torch.nn.Module,
     splits: ReIDSplits,
@@ -218,15 +279,30 @@ def fit(
     teacher: torch.nn.Module | None = None,
     resume: bool = False,
     resume_key: str = "",
+    what: str = "training",
 ) -> TrainResult:
-    """Train `model` in place; rank 0 writes the log and checkpoints in the runner's folder."""
+    """Train `model` in place; rank 0 writes the log and checkpoints in the runner's folder.
+    Epoch choices use the validation split; the test split is evaluated once, at the end."""
     if objective.needs_teacher and teacher is None:
         raise KdasError(f"loss.kd.mode = {objective.mode!r} needs a teacher (--teacher DIR)")
+    check_keep(runner.run_config.keep, splits)
+    epochs = runner.run_config.epochs
+    notes = schedule_notes(optim, epochs)
+    if runner.ctx.is_main:
+        for note in notes:
+            console.print(f"[yellow]warning:[/] {note}")
     job = TrainJob(model, splits, objective, data, optim, runner, teacher)
     summary = runner.fit(job, resume, resume_key)
     if job.drop_path_max:
         model.drop_path_prob = job.drop_path_max
-    metrics = job.last_metrics
-    if metrics is None and runner.ctx.is_main and summary.start_epoch >= summary.epochs:
-        metrics = job.best  # a finished run resumed: nothing new was evaluated
-    return TrainResult(metrics, job.best, summary.epochs, summary.wall_time_s)
+    selected = _select_weights(job)
+    metrics = evaluate_split(model, splits, data, runner)
+    recipe = (
+        f"{epochs} epochs, warm-up {warmup_epochs(optim, epochs)}, "
+        f"{optim.optimizer} lr {optim.lr:g}, {optim.schedule}"
+    )
+    warning = chance_warning(metrics, splits.gallery, what, recipe)
+    warnings = [*notes, *([warning] if warning else [])]
+    if warning and runner.ctx.is_main:
+        console.print(f"[bold yellow]{warning}[/]")
+    return TrainResult(metrics, selected, summary.epochs, summary.wall_time_s, warnings)

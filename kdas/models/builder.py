@@ -20,6 +20,7 @@ def build_model(spec: ModelSpec, load_imagenet: bool = True) -> ReIDModel:
             arch=arch.name,
             last_stride=arch.last_stride,
             imagenet_weights=arch.imagenet_weights if load_imagenet else None,
+            zero_init_residual=arch.zero_init_residual,
         )
     if spec.kind == "student":
         from kdas.models.student import StudentNetwork

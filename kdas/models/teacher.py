@@ -122,13 +122,17 @@ def build_teacher(
     arch: str = "resnet50",
     last_stride: int = 1,
     imagenet_weights: str | Path | None = None,
+    zero_init_residual: bool = True,
 ) -> ReIDModel:
+    """`zero_init_residual`: the last BN of every residual block starts at γ = 0, so each block
+    starts as an identity (Goyal et al. 2017); a ResNet-50 trained from scratch needs it to
+    leave chance in a short run. ImageNet weights overwrite it."""
     if arch not in TEACHER_ARCHS:
         raise KdasError(f"unknown teacher arch {arch!r} (known: {', '.join(TEACHER_ARCHS)})")
     if last_stride not in (1, 2):
         raise KdasError(f"last_stride must be 1 or 2, got {last_stride}")
     constructor, channels = TEACHER_ARCHS[arch]
-    resnet = constructor(weights=None)
+    resnet = constructor(weights=None, zero_init_residual=zero_init_residual)
     _set_last_stride(resnet, last_stride)
     trunk = ResNetTrunk(resnet)
     if imagenet_weights:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from kdas.constants import DEFAULT_LAYOUT, ONNX_OPSET, ExportPrecision
 from kdas.data.synthetic import SynthConfig
-from kdas.engine.config import StudentTrainConfig, TeacherTrainConfig
+from kdas.engine.config import DataConfig, StudentTrainConfig, TeacherTrainConfig
 from kdas.export.backends import OPENVINO_BACKENDS
 from kdas.export.bench import BenchConfig
 from kdas.export.calibration import CALIBRATION_IMAGES
@@ -58,6 +58,10 @@ class DataStageConfig:
     layout: str = DEFAULT_LAYOUT
     options: dict[str, Any] = field(default_factory=dict)
     synthesize: SynthConfig | None = None  # write a synthetic set at `root` when it is missing
+    # the validation identities, one split for the teacher, the search and the student (their
+    # own data sections' values are replaced by these)
+    val_fraction: float = DataConfig.val_fraction
+    val_seed: int = DataConfig.val_seed
 
 
 @dataclass

@@ -49,6 +49,7 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 .pass { color: #1a7f37; font-weight: bold; } .fail { color: #cf222e; font-weight: bold; }
 .muted { color: #666; font-size: 0.9em; } code { background: #f4f4f4; padding: 0 0.25em; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 1em; }
+.warning { color: #9a6700; font-weight: bold; }
 """
 
 
@@ -104,6 +105,7 @@ def collect(ctx: StageContext) -> dict[str, Any]:
         "state": read_state(paths),
         "data": ctx.results.get("data"),
         "eval": {k: _read_json(paths.eval / k / METRICS_FILE) for k in ("teacher", "student")},
+        "train": {k: _read_json(getattr(paths, k) / METRICS_FILE) for k in ("teacher", "student")},
         "configs": configs,
         "genotype": _read_json(paths.search / GENOTYPE_FILE),
         "bench": _read_json(paths.export / BENCH_FILE),
@@ -130,7 +132,7 @@ def _model_rows(facts: dict[str, Any]) -> list[list[Any]]:
                 _num(params.get("total", 0) / 1e6, ".2f"),
                 _num((flops or 0) / 1e9, ".3f"),
                 _pct(metrics.get("rank1")),
-                _pct(metrics.get("mAP")),
+                _with_se(metrics, "mAP"),
                 _pct(metrics.get("mINP")),
                 _num(onnx["p50_ms"] if onnx else None),
                 _num(int8["p50_ms"] if int8 else None),
@@ -144,6 +146,54 @@ MODEL_HEADERS = [
     "model", "params (M)", "GFLOPs", "rank-1 %", "mAP %", "mINP %", "ORT fp32 b1 ms",
     "ORT INT8 b1 ms", "OpenVINO INT8 b1 ms",
 ]  # fmt: skip
+
+
+def _with_se(metrics: dict[str, Any], key: str) -> str:
+    """A metric in %, with its bootstrap standard error over queries when it was measured."""
+    se = metrics.get(f"{key}_se")
+    return _pct(metrics.get(key)) + (f" ± {_pct(se)}" if se is not None else "")
+
+
+def training_warnings(facts: dict[str, Any]) -> list[str]:
+    """The warnings the teacher's and the student's training wrote (a run that did not learn,
+    a schedule that cannot fit)."""
+    return [
+        f"{role}: {w}"
+        for role in ("teacher", "student")
+        for w in ((facts["train"].get(role) or {}).get("warnings") or [])
+    ]
+
+
+def _training_section(facts: dict[str, Any]) -> str:
+    rows = []
+    for role in ("teacher", "student"):
+        train = facts["train"].get(role) or {}
+        selected = train.get("selected") or {}
+        val = selected.get("val") or {}
+        if not train:
+            continue
+        rows.append(
+            [
+                role,
+                train.get("epochs", ""),
+                "" if selected.get("epoch") is None else selected["epoch"] + 1,
+                html.escape(str(selected.get("by", ""))),
+                _pct(val.get("rank1")),
+                _pct(val.get("mAP")),
+            ]
+        )
+    if not rows:
+        return ""
+    warnings = "".join(
+        f"<li class='warning'>{html.escape(w)}</li>" for w in training_warnings(facts)
+    )
+    headers = ["model", "epochs", "weights of epoch", "chosen by", "val rank-1 %", "val mAP %"]
+    return (
+        "<h2>Training</h2><p>Epoch choices use the validation identities held out of the "
+        "training split; the test split is evaluated once, on the weights written.</p>"
+        + _table(headers, rows)
+        + (f"<ul>{warnings}</ul>" if warnings else "")
+    )
 
 
 def _data_section(facts: dict[str, Any]) -> str:
@@ -366,6 +416,7 @@ def write_report(ctx: StageContext) -> Path:
         f"the run folder <code>{html.escape(str(paths.root))}</code>.</p>",
         "<h2>Teacher and student</h2>",
         _table(MODEL_HEADERS, _model_rows(facts)),
+        _training_section(facts),
         _data_section(facts),
         _search_section(paths, facts["genotype"]),
         "<h2>Retrieval quality</h2>" if teacher_eval or student_eval else "",
@@ -397,6 +448,8 @@ def print_summary(ctx: StageContext, console: Console | None = None) -> None:
     for row in _model_rows(facts):
         table.add_row(*map(str, row))
     console.print(table)
+    for warning in training_warnings(facts):
+        console.print(f"[bold yellow]{warning}[/]")
     parity = facts.get("parity") or {}
     if parity:
         verdicts = ", ".join(

@@ -24,6 +24,8 @@ def _with_data(section: Any, ctx: StageContext) -> Any:
     section.data.root = ctx.cfg.data.root
     section.data.layout = ctx.cfg.data.layout
     section.data.options = dict(ctx.cfg.data.options)
+    section.data.val_fraction = ctx.cfg.data.val_fraction
+    section.data.val_seed = ctx.cfg.data.val_seed
     return section
 
 
@@ -66,7 +68,7 @@ def search_stage(ctx: StageContext) -> dict[str, Any]:
     from kdas.search.loop import run_search
 
     cfg = _with_data(ctx.cfg.search, ctx)
-    if cfg.loss.kd != "none":
+    if cfg.loss.kd.mode != "none":
         cfg.teacher = str(ctx.paths.teacher)
     if cfg.latency.target and not cfg.latency.table:
         cfg.latency.table = (ctx.results.get("latency") or {}).get("table") or ""
@@ -79,7 +81,7 @@ def student_stage(ctx: StageContext) -> dict[str, Any]:
 
     cfg = _with_data(ctx.cfg.student, ctx)
     cfg.genotype = str(ctx.paths.search / GENOTYPE_FILE)
-    if cfg.loss.kd != "none":
+    if cfg.loss.kd.mode != "none":
         cfg.teacher = str(ctx.paths.teacher)
     result = train_student(cfg, ctx.paths.student, resume=ctx.resume, force=ctx.force)
     return {"metrics": result.metrics, "seconds": result.wall_time_s}
