@@ -23,7 +23,11 @@ from kdas.engine.distributed import all_reduce_mean, barrier, unwrap
 from kdas.engine.optim import build_optimizer, build_scheduler, schedule_notes
 from kdas.engine.precision import autocast, make_grad_scaler
 from kdas.engine.runner import EpochJob, EpochRunner, StepOutput
-from kdas.engine.trainer import backward_and_step
+from kdas.engine.trainer import (
+    backward_and_step,
+    optimisation_state,
+    restore_optimisation_state,
+)
 from kdas.errors import KdasError
 from kdas.files import GENOTYPE_FILE, METRICS_FILE, TRAIN_LOG
 from kdas.losses.cross_entropy import label_smoothed_cross_entropy
@@ -199,19 +203,10 @@ class PretrainJob(EpochJob):
         return text
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-        }
+        return optimisation_state(self)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        restore_optimisation_state(self, state)
 
 
 @torch.no_grad()

@@ -89,6 +89,26 @@ def build_train_loader(
     return loader, sampler
 
 
+def optimisation_state(job: Any) -> dict[str, Any]:
+    """The checkpoint entries every job with a model, an optimizer, a per-epoch scheduler and
+    an optional GradScaler shares (`job.model`, `.optimizer`, `.scheduler`, `.scaler`)."""
+    return {
+        "model": unwrap(job.model).state_dict(),
+        "optimizer": job.optimizer.state_dict(),
+        "scheduler": job.scheduler.state_dict(),
+        "scaler": job.scaler.state_dict() if job.scaler is not None else None,
+    }
+
+
+def restore_optimisation_state(job: Any, state: dict[str, Any]) -> None:
+    """The inverse of `optimisation_state`."""
+    job.model.load_state_dict(state["model"])
+    job.optimizer.load_state_dict(state["optimizer"])
+    job.scheduler.load_state_dict(state["scheduler"])
+    if job.scaler is not None and state.get("scaler"):
+        job.scaler.load_state_dict(state["scaler"])
+
+
 def backward_and_step(
     loss: torch.Tensor,
     optimizer: torch.optim.Optimizer,
@@ -210,20 +230,10 @@ class TrainJob(EpochJob):
         return text
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "model": unwrap(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "best": self.best,
-        }
+        return {**optimisation_state(self), "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.scaler is not None and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
+        restore_optimisation_state(self, state)
         self.best = state.get("best")
 
 

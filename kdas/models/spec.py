@@ -20,7 +20,7 @@ class TeacherArch:
     name: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
     last_stride: int = 1
     imagenet_weights: str | None = None  # a local torchvision .pth / .safetensors file
-    zero_init_residual: bool = True  # last BN of each residual block at γ = 0 (from scratch)
+    zero_init_residual: bool = False  # last BN of each residual block at γ = 0 (from scratch)
 
 
 @dataclass

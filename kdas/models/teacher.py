@@ -122,7 +122,7 @@ def build_teacher(
     arch: str = "resnet50",
     last_stride: int = 1,
     imagenet_weights: str | Path | None = None,
-    zero_init_residual: bool = True,
+    zero_init_residual: bool = False,
 ) -> ReIDModel:
     """`zero_init_residual`: the last BN of every residual block starts at γ = 0, so each block
     starts as an identity (Goyal et al. 2017); a ResNet-50 trained from scratch needs it to
