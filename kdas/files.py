@@ -23,6 +23,7 @@ ALPHAS_PLOT = "alphas.png"  # α of every edge over the epochs
 SCHEDULE_PLOT = "schedule.png"  # the distillation temperature T and weight w per epoch
 CELL_PLOTS = {"normal": "cell_normal.png", "reduce": "cell_reduce.png"}  # the derived cells
 LATENCY_PLOT = "latency.png"  # E[lat] under α and the derived genotype's predicted latency
+STABILITY_PLOT = "stability.png"  # α entropy and the α-argmax skip/pool counts per epoch
 
 # An evaluation folder (`kdas eval`: MODEL_DIR/eval; the pipeline: runs/NAME/eval/<role>),
 # which also holds METRICS_FILE

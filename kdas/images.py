@@ -10,8 +10,9 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Union
+from typing import TypeVar, Union
 
 from PIL import Image, UnidentifiedImageError
 
@@ -68,3 +69,30 @@ def read_image(source: ImageSource, name: str | None = None) -> Image.Image:
             f"cannot read image {label}: not a readable image "
             "(corrupt, truncated or not an image file)"
         ) from None
+
+
+T = TypeVar("T")
+
+
+def drop_unreadable(
+    items: Sequence[T], path_of: Callable[[T], str], stacklevel: int = 3
+) -> tuple[list[T], list[str]]:
+    """Decode every item's image once; returns the readable items and the unreadable paths,
+    with one warning that counts them (a data set's `skip_corrupt`)."""
+    kept: list[T] = []
+    skipped: list[str] = []
+    first = ""
+    for item in items:
+        try:
+            read_image(path_of(item))
+        except KdasError as exc:
+            skipped.append(path_of(item))
+            first = first or str(exc)
+        else:
+            kept.append(item)
+    if skipped:
+        warnings.warn(
+            f"skipped {len(skipped)} unreadable images of {len(items)} (first: {first})",
+            stacklevel=stacklevel,
+        )
+    return kept, skipped

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from crashes import crash_after_first_checkpoint
 from safetensors.torch import load_file
 from tiny_configs import search_config, student_config, teacher_config
 
-from kdas.engine import runner
 from kdas.engine.checkpoint import load_checkpoint
 from kdas.engine.runner import wants_eval
 from kdas.engine.stages import train_student, train_teacher
@@ -60,16 +60,7 @@ def test_resume_after_a_crash_gives_identical_results(
     job(straight)
 
     crashed = tmp_path / "crashed"
-    original = runner.save_checkpoint
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        original(path, state)
-        raise KeyboardInterrupt("simulated crash after the first epoch")
-
-    monkeypatch.setattr(runner, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        job(crashed)
-    monkeypatch.setattr(runner, "save_checkpoint", original)
+    crash_after_first_checkpoint(monkeypatch, lambda: job(crashed))
     assert load_checkpoint(crashed / LAST_CHECKPOINT)["epoch"] == 1
     with pytest.raises(KdasError, match="unfinished run"):
         job(crashed)
@@ -93,16 +84,9 @@ def test_resume_refuses_another_config(
     tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "t"
-    original = runner.save_checkpoint
-
-    def save_then_crash(path: Path, state: dict) -> None:
-        original(path, state)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(runner, "save_checkpoint", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
-        train_teacher(teacher_config(tiny_market), out)
-    monkeypatch.setattr(runner, "save_checkpoint", original)
+    crash_after_first_checkpoint(
+        monkeypatch, lambda: train_teacher(teacher_config(tiny_market), out)
+    )
     other = teacher_config(tiny_market)
     other.optim.lr = 1e-3
     with pytest.raises(KdasError, match="different data/model/optimiser/loss config"):

@@ -20,6 +20,9 @@ def search_command(
     channels: int = typer.Option(None, "--channels", help="Supernet C (paper: 32)."),
     steps_per_epoch: int = typer.Option(None, "--steps-per-epoch", help="Batches per epoch."),
     max_skips: int = typer.Option(None, "--max-skips", help="Cap skip connections (normal cell)."),
+    early_stop_skips: int = typer.Option(
+        None, "--early-stop-skips", help="DARTS+: stop once α's normal cell holds N skips."
+    ),
     ops: str = typer.Option(
         None, "--ops", help="Primitive set (auto-reid, auto-reid+dense) or comma-separated ops."
     ),
@@ -49,6 +52,7 @@ def search_command(
         optim={"order": order},
         loss={"kd": {"mode": kd}},
         max_skip_normal=max_skips,
+        early_stop_skips=early_stop_skips,
         ops=common.op_set(ops),
         latency={
             "table": str(latency_table) if latency_table else None,
@@ -61,6 +65,8 @@ def search_command(
     result = run_search(cfg, out, resume=shared.resume, force=shared.force)
     if not common.is_main_process():
         return
+    if result.stopped:
+        typer.echo(f"search stopped early: {result.stopped}")
     g = result.genotype
     typer.echo("normal: " + " ".join(f"{op}@{i}" for op, i in g.normal))
     typer.echo("reduce: " + " ".join(f"{op}@{i}" for op, i in g.reduce))

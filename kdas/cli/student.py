@@ -20,6 +20,9 @@ def train_command(
         None, "--init", help="Pre-trained start: a `kdas pretrain` folder or .safetensors."
     ),
     kd: str = typer.Option(None, "--kd", help="Distillation: none, constant or dynamic."),
+    feature_kd: float = typer.Option(
+        None, "--feature-kd", help="λ of feature-map distillation (last map, 1x1 adapter); 0 off."
+    ),
     channels: int = typer.Option(None, "--channels", help="Student C (paper: 64)."),
     lr: float = typer.Option(None, "--lr"),
     drop_path: float = typer.Option(None, "--drop-path", help="Drop-path probability."),
@@ -36,7 +39,7 @@ def train_command(
         init=str(init) if init else None,
         model={"C": channels, "drop_path_prob": drop_path},
         optim={"lr": lr},
-        loss={"kd": {"mode": kd}},
+        loss={"kd": {"mode": kd}, "lambda_feature": feature_kd},
         run={"eval_every": eval_every},
     )
     cfg = load_typed_config(StudentTrainConfig, shared.config, overrides)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -11,8 +10,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from kdas.data.records import ImageRecord
-from kdas.errors import KdasError
-from kdas.images import read_image
+from kdas.images import drop_unreadable, read_image
 
 __all__ = ["ReIDImageDataset", "read_image"]  # read_image: kdas.images, re-exported
 
@@ -35,21 +33,7 @@ class ReIDImageDataset(Dataset):
         self.skipped: list[str] = []
         kept = list(records)
         if skip_corrupt:
-            kept, reasons = [], []
-            for record in records:
-                try:
-                    read_image(record.path)
-                except KdasError as exc:
-                    self.skipped.append(record.path)
-                    reasons.append(str(exc))
-                else:
-                    kept.append(record)
-            if self.skipped:
-                warnings.warn(
-                    f"skipped {len(self.skipped)} unreadable images of {len(records)} "
-                    f"(first: {reasons[0]})",
-                    stacklevel=2,
-                )
+            kept, self.skipped = drop_unreadable(records, lambda record: record.path)
         self.records: list[ImageRecord] = kept
 
     @property

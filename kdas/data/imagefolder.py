@@ -15,7 +15,6 @@ line.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from torchvision.transforms import InterpolationMode, v2
 from kdas.constants import IMAGENET_MEAN, IMAGENET_STD
 from kdas.data.samplers import item_seed
 from kdas.errors import KdasError
-from kdas.images import read_image
+from kdas.images import drop_unreadable, read_image
 
 # torchvision's `IMG_EXTENSIONS`
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -160,21 +159,7 @@ class ClassImageDataset(Dataset):
         self.skipped: list[str] = []
         kept = list(samples)
         if skip_corrupt:
-            kept, first = [], ""
-            for path, label in samples:
-                try:
-                    read_image(path)
-                except KdasError as exc:
-                    self.skipped.append(path)
-                    first = first or str(exc)
-                else:
-                    kept.append((path, label))
-            if self.skipped:
-                warnings.warn(
-                    f"skipped {len(self.skipped)} unreadable images of {len(samples)} "
-                    f"(first: {first})",
-                    stacklevel=2,
-                )
+            kept, self.skipped = drop_unreadable(samples, lambda sample: sample[0])
             if not kept:
                 raise KdasError("every image is unreadable; check the image folder")
         self.samples: list[tuple[str, int]] = kept

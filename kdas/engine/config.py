@@ -91,3 +91,18 @@ class StudentTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=lambda: LossConfig(kd=KDSchedule("dynamic")))
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200))
+
+
+def with_data_set(section: Any, data: Any) -> Any:
+    """A copy of a stage config (anything with a `.data` DataConfig) reading the data set that
+    `data` names: its root, layout, layout options and validation hold-out. The pipeline and
+    the ablation fill their stages this way, so every stage sees the same training classes."""
+    import copy
+
+    section = copy.deepcopy(section)
+    section.data.root = data.root
+    section.data.layout = data.layout
+    section.data.options = dict(data.options)
+    section.data.val_fraction = data.val_fraction
+    section.data.val_seed = data.val_seed
+    return section

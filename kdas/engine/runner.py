@@ -93,6 +93,10 @@ class EpochJob(ABC):
         """The epoch's one line on the console."""
         return f"loss {record.get('loss_total', 0):.4f}"
 
+    def stop_reason(self, record: dict[str, Any]) -> str | None:
+        """Why to end the run after this epoch (early stopping); None: go on."""
+        return None
+
     @abstractmethod
     def state_dict(self) -> dict[str, Any]:
         """Everything a resume needs besides the epoch and the RNG states."""
@@ -105,8 +109,9 @@ class EpochJob(ABC):
 @dataclass
 class RunSummary:
     start_epoch: int  # where this invocation began (> 0 after a resume)
-    epochs: int
+    epochs: int  # epochs the run has done (fewer than run.epochs after an early stop)
     wall_time_s: float
+    stopped: str | None = None  # the early stop's reason
 
 
 def wants_eval(epoch: int, epochs: int, every: int) -> bool:
@@ -208,6 +213,7 @@ class EpochRunner:
         job.load_state_dict(state)
         restore_rng_state(rank_rng_state(state["rng"], self.ctx.rank))
         start_epoch = int(state["epoch"])
+        self.stopped = state.get("stopped")
         if self.ctx.is_main:
             self.log.keep_until(start_epoch)
             console.log(f"resumed from {path} at epoch {start_epoch}")
@@ -215,17 +221,26 @@ class EpochRunner:
 
     def fit(self, job: EpochJob, resume: bool, resume_key: str) -> RunSummary:
         run, ctx = self.run_config, self.ctx
-        start_epoch = 0
+        start_epoch, done = 0, 0
+        self.stopped: str | None = None
         if resume and self.checkpoint_path.is_file():
-            start_epoch = self._restore(job, resume_key)
+            start_epoch = done = self._restore(job, resume_key)
         elif ctx.is_main and self.log.path.exists():
             self.log.path.unlink()
         started = time.perf_counter()
         with make_progress(run.progress and ctx.is_main) as progress:
             for epoch in range(start_epoch, run.epochs):
+                if self.stopped:
+                    break
                 record = self._epoch(job, epoch, progress)
+                self.stopped = job.stop_reason(record)  # every rank sees the same record
+                if self.stopped:
+                    record["stopped"] = self.stopped
                 self._checkpoint(job, epoch, record, resume_key)
-        return RunSummary(start_epoch, run.epochs, time.perf_counter() - started)
+                done = epoch + 1
+                if self.stopped and ctx.is_main:
+                    console.log(f"{job.label} stopped after epoch {epoch + 1}: {self.stopped}")
+        return RunSummary(start_epoch, done, time.perf_counter() - started, self.stopped)
 
     def _epoch(self, job: EpochJob, epoch: int, progress: Any) -> dict[str, Any]:
         run, ctx = self.run_config, self.ctx
@@ -263,6 +278,8 @@ class EpochRunner:
             return
         self.log.append(record)
         state = {"epoch": epoch + 1, "rng": rng_states, "resume_key": resume_key}
+        if self.stopped:
+            state["stopped"] = self.stopped
         save_checkpoint(self.checkpoint_path, {**state, **job.state_dict()})
         if self.run_config.progress:
             console.log(

@@ -18,7 +18,7 @@ from kdas.engine.runner import EpochRunner
 from kdas.engine.trainer import TrainResult, fit
 from kdas.errors import KdasError
 from kdas.files import GENOTYPE_FILE, METRICS_FILE, TRAIN_LOG
-from kdas.losses import ReIDObjective
+from kdas.losses import LossConfig, ReIDObjective
 from kdas.models.artifacts import save_model_artifact
 from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec
@@ -77,12 +77,19 @@ def _finish(
     barrier(ctx)
 
 
-def load_distillation_teacher(kd: str, teacher: str, num_classes: int) -> torch.nn.Module | None:
-    """The frozen, eval-mode teacher a distillation mode needs (None for `none`)."""
-    if kd == "none":
+def load_distillation_teacher(
+    loss: LossConfig, teacher: str, num_classes: int
+) -> torch.nn.Module | None:
+    """The frozen, eval-mode teacher the objective distils from (None when no term uses one)."""
+    if not loss.uses_teacher:
         return None
     if not teacher:
-        raise KdasError(f"loss.kd.mode = {kd!r} needs --teacher DIR (or use --kd none)")
+        if loss.kd.mode == "none":
+            raise KdasError(
+                f"loss.lambda_feature = {loss.lambda_feature:g} distils feature maps: it needs "
+                "--teacher DIR (or loss.lambda_feature = 0)"
+            )
+        raise KdasError(f"loss.kd.mode = {loss.kd.mode!r} needs --teacher DIR (or use --kd none)")
     from kdas.models import load as load_model
 
     model = load_model(teacher).model
@@ -100,8 +107,10 @@ def train_teacher(
 ) -> TrainResult:
     """Train the ResNet teacher with CE + triplet (distillation is for students)."""
     out_dir = Path(out_dir)
-    if cfg.loss.kd.mode != "none":
-        raise KdasError("the teacher trains on labels: set loss.kd.mode = 'none'")
+    if cfg.loss.uses_teacher:
+        raise KdasError(
+            "the teacher trains on labels: set loss.kd.mode = 'none' and loss.lambda_feature = 0"
+        )
     runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)
     splits = load_splits(cfg.data)
     spec = ModelSpec(
@@ -138,7 +147,7 @@ def train_student(
         weights_path(cfg.init)
     runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)
     splits = load_splits(cfg.data)
-    teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
+    teacher = load_distillation_teacher(cfg.loss, cfg.teacher, splits.num_train_pids)
     spec = ModelSpec(
         kind="student",
         num_classes=splits.num_train_pids,

@@ -14,6 +14,7 @@ from kdas.data.validation import validation_view
 from kdas.engine.config import DataConfig, OptimConfig
 from kdas.engine.distributed import DistContext, barrier, unwrap
 from kdas.engine.evaluate import evaluate_model
+from kdas.engine.feature_kd import FeatureAdapter, teacher_targets
 from kdas.engine.optim import (
     build_optimizer,
     build_scheduler,
@@ -164,7 +165,16 @@ class TrainJob(EpochJob):
         self.net = runner.place(model)
         self.teacher = runner.place_frozen(teacher) if teacher is not None else None
         self.loader, self.sampler = build_train_loader(splits, data, run.seed, runner.ctx)
-        self.optimizer = build_optimizer(model.parameters(), optim)
+        self.adapter: torch.nn.Module | None = None
+        params = list(model.parameters())
+        if objective.uses_feature_maps:
+            if teacher is None:
+                raise KdasError("loss.lambda_feature > 0 distils feature maps: it needs a teacher")
+            self.adapter = FeatureAdapter(model.embedding_dim, teacher.embedding_dim)
+            self.adapter_net = runner.place(self.adapter)
+            params += list(self.adapter.parameters())
+        self.parameters = params
+        self.optimizer = build_optimizer(params, optim)
         self.scheduler = build_scheduler(self.optimizer, optim, run.epochs)
         self.scaler = make_grad_scaler(runner.device, run.precision)
         self.drop_path_max = float(getattr(model, "drop_path_prob", 0.0) or 0.0)
@@ -181,18 +191,29 @@ class TrainJob(EpochJob):
             self.model.drop_path_prob = self.drop_path_max * epoch / self.run.epochs
         self.sampler.set_epoch(epoch)
         self.net.train()
+        if self.adapter is not None:
+            self.adapter.train()
         return self.loader
 
     def step(self, batch: Any, epoch: int) -> StepOutput:
         images, pids, _camids, _idx = batch
         images = self.runner.to_device(images)
         pids = pids.to(self.runner.device, non_blocking=True)
-        targets = teacher_logits(self.teacher, images, self.kd.weight, self.run.precision)
-        with autocast(self.runner.device, self.run.precision):
-            logits, features = self.net(images)
-        out = self.objective(logits, features, pids, targets, self.kd)
+        if self.adapter is None:
+            targets = teacher_logits(self.teacher, images, self.kd.weight, self.run.precision)
+            with autocast(self.runner.device, self.run.precision):
+                logits, features = self.net(images)
+            out = self.objective(logits, features, pids, targets, self.kd)
+        else:
+            targets, teacher_map = teacher_targets(
+                self.teacher, images, self.kd.weight > 0, True, self.run.precision
+            )
+            with autocast(self.runner.device, self.run.precision):
+                logits, features, feature_map = self.net(images, with_map=True)
+                adapted = self.adapter_net(feature_map)
+            out = self.objective(logits, features, pids, targets, self.kd, (adapted, teacher_map))
         backward_and_step(
-            out.total, self.optimizer, self.scaler, self.model.parameters(), self.optim.grad_clip
+            out.total, self.optimizer, self.scaler, self.parameters, self.optim.grad_clip
         )
         return StepOutput(out.scalars(), len(images))
 
@@ -230,10 +251,15 @@ class TrainJob(EpochJob):
         return text
 
     def state_dict(self) -> dict[str, Any]:
-        return {**optimisation_state(self), "best": self.best}
+        state = {**optimisation_state(self), "best": self.best}
+        if self.adapter is not None:
+            state["adapter"] = self.adapter.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         restore_optimisation_state(self, state)
+        if self.adapter is not None:
+            self.adapter.load_state_dict(state["adapter"])
         self.best = state.get("best")
 
 
@@ -294,7 +320,10 @@ def fit(
     """Train `model` in place; rank 0 writes the log and checkpoints in the runner's folder.
     Epoch choices use the validation split; the test split is evaluated once, at the end."""
     if objective.needs_teacher and teacher is None:
-        raise KdasError(f"loss.kd.mode = {objective.mode!r} needs a teacher (--teacher DIR)")
+        raise KdasError(
+            f"loss.kd.mode = {objective.mode!r} with loss.lambda_feature = "
+            f"{objective.config.lambda_feature:g} needs a teacher (--teacher DIR)"
+        )
     check_keep(runner.run_config.keep, splits)
     epochs = runner.run_config.epochs
     notes = schedule_notes(optim, epochs)

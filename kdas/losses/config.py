@@ -1,4 +1,5 @@
-"""The typed config of the objective L_obj = λ1·L_d + λ2·L_tri: the one home of its defaults.
+"""The typed config of the objective L_obj = λ1·L_d + λ2·L_tri (+ λ3·L_feat): the one home of
+its defaults.
 
 The training stages and the search hold a `LossConfig`; the loss functions themselves take
 every setting as an argument, so no default is restated below this file.
@@ -18,3 +19,11 @@ class LossConfig:
     lambda_triplet: float = 1.0
     margin: float = 0.3  # batch-hard triplet margin
     label_smoothing: float = 0.1  # ε of the label-smoothed CE inside L_d
+    # feature-map distillation (retraining only): the student's last map through a 1×1 adapter
+    # regresses the teacher's; 0 turns it off (the paper's objective)
+    lambda_feature: float = 0.0
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether any term reads the teacher (logit or feature-map distillation)."""
+        return self.kd.mode != "none" or self.lambda_feature > 0

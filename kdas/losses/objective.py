@@ -12,6 +12,7 @@ import torch
 
 from kdas.losses.config import LossConfig
 from kdas.losses.distillation import KDState, distillation_loss
+from kdas.losses.feature import feature_map_loss
 from kdas.losses.triplet import batch_hard_triplet_loss
 
 
@@ -43,7 +44,11 @@ class ReIDObjective:
 
     @property
     def needs_teacher(self) -> bool:
-        return self.mode != "none"
+        return self.config.uses_teacher
+
+    @property
+    def uses_feature_maps(self) -> bool:
+        return self.config.lambda_feature > 0
 
     def __call__(
         self,
@@ -52,12 +57,19 @@ class ReIDObjective:
         targets: torch.Tensor,
         teacher_logits: torch.Tensor | None,
         state: KDState,
+        feature_maps: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> LossOutput:
+        """`feature_maps`: (adapted student map, teacher map) when `lambda_feature` > 0."""
         c = self.config
         terms = {
             "kd": distillation_loss(logits, teacher_logits, targets, state, c.label_smoothing),
             "triplet": batch_hard_triplet_loss(features, targets, c.margin),
         }
         weights = {"kd": c.lambda_kd, "triplet": c.lambda_triplet}
+        if self.uses_feature_maps:
+            if feature_maps is None:
+                raise ValueError("loss.lambda_feature > 0 needs the student's and teacher's maps")
+            terms["feature"] = feature_map_loss(*feature_maps)
+            weights["feature"] = c.lambda_feature
         total = sum(weights[name] * value for name, value in terms.items())
         return LossOutput(total=total, terms=terms)

@@ -7,6 +7,8 @@ the BNNeck feature, which is what retrieval uses.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -66,9 +68,20 @@ class ReIDModel(nn.Module):
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         return self.head(feature_map)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_head(self.forward_features(x))
+    def forward(self, x: torch.Tensor, with_map: bool = False) -> Any:
+        """`with_map` (training): `(logits, f, feature_map)`, for feature-map distillation; it
+        is an argument, not a second method, so a DistributedDataParallel wrapper still runs it."""
+        feature_map = self.forward_features(x)
+        out = self.forward_head(feature_map)
+        if with_map and self.training:
+            return (*out, feature_map)
+        return out
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """Logits whatever the mode: how distillation reads an eval-mode teacher."""
         return self.head.logits(self.forward_features(x))
+
+    def classify_with_map(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the last feature map in one pass (a teacher distilling both)."""
+        feature_map = self.forward_features(x)
+        return self.head.logits(feature_map), feature_map

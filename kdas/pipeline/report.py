@@ -33,6 +33,7 @@ from kdas.files import (
     PARITY_FILE,
     RANK_LIST_PLOT,
     SCHEDULE_PLOT,
+    STABILITY_PLOT,
 )
 from kdas.pipeline.runner import StageContext, read_state
 from kdas.utils.atomic import atomic_write_text
@@ -226,6 +227,9 @@ def _search_section(paths: Any, genotype: dict[str, Any] | None) -> str:
         + _image(paths.search / SCHEDULE_PLOT, "T and w schedule")
         + "<p>softmax(α) of every edge over the search epochs.</p>"
         + _image(paths.search / ALPHAS_PLOT, "alpha over epochs")
+        + "<p>Signs of DARTS collapse: α's entropy and the skip and pooling ops its argmax "
+        "cells hold, per epoch.</p>"
+        + _image(paths.search / STABILITY_PLOT, "search stability")
         + f"<p>Normal cell: <code>{html.escape(cell('normal'))}</code><br>"
         f"Reduction cell: <code>{html.escape(cell('reduce'))}</code></p>"
         + '<div class="grid">'

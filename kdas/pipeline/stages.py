@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from kdas.errors import KdasError
@@ -20,13 +19,9 @@ from kdas.progress import console
 
 def _with_data(section: Any, ctx: StageContext) -> Any:
     """A stage config with the pipeline's data set filled in."""
-    section = copy.deepcopy(section)
-    section.data.root = ctx.cfg.data.root
-    section.data.layout = ctx.cfg.data.layout
-    section.data.options = dict(ctx.cfg.data.options)
-    section.data.val_fraction = ctx.cfg.data.val_fraction
-    section.data.val_seed = ctx.cfg.data.val_seed
-    return section
+    from kdas.engine.config import with_data_set
+
+    return with_data_set(section, ctx.cfg.data)
 
 
 def data_stage(ctx: StageContext) -> dict[str, Any]:

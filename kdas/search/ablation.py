@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from kdas.engine.config import StudentTrainConfig
+from kdas.engine.config import StudentTrainConfig, with_data_set
 from kdas.engine.distributed import env_rank
 from kdas.errors import KdasError
 from kdas.files import (
@@ -400,10 +400,7 @@ def from_pipeline(pipeline: Any) -> AblationConfig:
     teacher = str(Path(pipeline.runs_dir) / pipeline.name / "teacher")
     sections = {}
     for name in ("search", "student"):
-        section = copy.deepcopy(getattr(pipeline, name))
-        section.data.root = pipeline.data.root
-        section.data.layout = pipeline.data.layout
-        section.data.options = dict(pipeline.data.options)
+        section = with_data_set(getattr(pipeline, name), pipeline.data)
         section.teacher = section.teacher or teacher
         sections[name] = section
     return AblationConfig(**sections)

@@ -63,3 +63,6 @@ class SearchConfig:
     run: RunConfig = field(default_factory=lambda: RunConfig(epochs=200, eval_every=0))
     split_seed: int = 0
     max_skip_normal: int | None = None  # cap on skip connections in the normal cell
+    # DARTS+ early stopping: end the search at the first epoch whose α-argmax normal cell holds
+    # this many skip connections (None: run every epoch)
+    early_stop_skips: int | None = None

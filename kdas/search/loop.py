@@ -24,6 +24,7 @@ from kdas.progress import console
 from kdas.search.architect import Architect, Batch, batch_loss
 from kdas.search.config import SearchConfig
 from kdas.search.latency import LatencyTerm, build_latency_term
+from kdas.search.stability import early_stop_reason, stability_record
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
 
@@ -34,6 +35,7 @@ class SearchResult:
     history: list[dict[str, Any]]
     out_dir: Path
     wall_time_s: float
+    stopped: str | None = None  # why the search ended early (search.early_stop_skips)
 
 
 def weight_step(
@@ -88,6 +90,7 @@ def _streams(cfg: SearchConfig, splits: Any, ctx: DistContext) -> tuple[Any, Any
 
 
 def _alphas_record(model: Any, genotype: Any) -> dict[str, Any]:
+    """α, the derived genotype (with the skip cap) and the collapse signals of raw α."""
     from kdas.models.genotype import count_skips, genotype_to_dict
 
     alphas = model.alphas_softmax()
@@ -98,6 +101,7 @@ def _alphas_record(model: Any, genotype: Any) -> dict[str, Any]:
             "normal": count_skips(genotype, "normal"),
             "reduce": count_skips(genotype, "reduce"),
         },
+        **stability_record(alphas, model.genotype()),
     }
 
 
@@ -204,11 +208,15 @@ class SearchJob(EpochJob):
             **_latency_record(self.latency, self.model, genotype),
         }
 
+    def stop_reason(self, record: dict[str, Any]) -> str | None:
+        return early_stop_reason(record, self.cfg.early_stop_skips)
+
     def summary(self, record: dict[str, Any]) -> str:
         text = (
             f"T {record['temperature']:.2f} w {record['kd_weight']:.2f} "
             f"loss {record['losses'].get('train_total', 0):.3f} "
-            f"skips {record['skip_count']['normal']}"
+            f"skips {record['skip_count']['normal']} "
+            f"H(α) {record['alpha_entropy']['normal']:.2f}"
         )
         lat = record.get("latency")
         if lat:
@@ -235,6 +243,18 @@ class SearchJob(EpochJob):
         self.architect.optimizer.load_state_dict(state["a_optimizer"])
         self.train_stream.load_state_dict(state["train_stream"])
         self.val_stream.load_state_dict(state["val_stream"])
+
+
+def _check_objective(cfg: SearchConfig) -> None:
+    if cfg.early_stop_skips is not None and cfg.early_stop_skips < 1:
+        raise KdasError(
+            f"search.early_stop_skips must be >= 1 (or unset), got {cfg.early_stop_skips}"
+        )
+    if cfg.loss.lambda_feature > 0:
+        raise KdasError(
+            "loss.lambda_feature (feature-map distillation) is a retraining option; the search "
+            "distils logits only: set search.loss.lambda_feature = 0"
+        )
 
 
 def _check_precision(cfg: SearchConfig) -> None:
@@ -268,11 +288,12 @@ def run_search(
     """Search a cell; writes genotype.json, alphas.jsonl, pictures and checkpoints/."""
     out_dir = Path(out_dir)
     _check_precision(cfg)
+    _check_objective(cfg)
     primitives = resolve_primitives(cfg.ops)
     latency = build_latency_term(cfg, primitives, cfg.model)  # a bad table fails before writing
     runner = EpochRunner.open(cfg.run, out_dir, SEARCH_LOG, resume, force)
     splits = load_splits(cfg.data)
-    teacher = load_distillation_teacher(cfg.loss.kd.mode, cfg.teacher, splits.num_train_pids)
+    teacher = load_distillation_teacher(cfg.loss, cfg.teacher, splits.num_train_pids)
     model = build_supernet(cfg, splits.num_train_pids)
     job = SearchJob(cfg, model, splits, teacher, runner, latency)
     resume_key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "run"})
@@ -282,4 +303,4 @@ def run_search(
     if runner.ctx.is_main:
         _write_results(cfg, model, genotype, history, out_dir)
     barrier(runner.ctx)
-    return SearchResult(genotype, history, out_dir, summary.wall_time_s)
+    return SearchResult(genotype, history, out_dir, summary.wall_time_s, summary.stopped)

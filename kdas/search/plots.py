@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from kdas.files import ALPHAS_PLOT, CELL_PLOTS, LATENCY_PLOT, SCHEDULE_PLOT
+from kdas.files import ALPHAS_PLOT, CELL_PLOTS, LATENCY_PLOT, SCHEDULE_PLOT, STABILITY_PLOT
 from kdas.utils.atomic import atomic_output_path
 
 
@@ -111,6 +111,35 @@ def plot_latency(history: list[dict[str, Any]], out: Path) -> None:
     ax.set_ylim(bottom=0)
     ax.legend(fontsize=8)
     ax.set_title("predicted latency during the search")
+    fig.tight_layout()
+    _save(fig, out)
+
+
+def plot_stability(history: list[dict[str, Any]], out: Path) -> None:
+    """DARTS collapse at a glance: α entropy falling while the skip count climbs."""
+    rows = [h for h in history if "alpha_entropy" in h]
+    if not rows:
+        return
+    epochs = [h["epoch"] + 1 for h in rows]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.2))
+    for cell in ("normal", "reduce"):
+        ax.plot(epochs, [h["alpha_entropy"][cell] for h in rows], marker="o", label=cell)
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("entropy of softmax(α) / log(#ops)")
+    ax.legend(fontsize=8)
+    ax.set_title("how decided α is (1 = uniform)")
+    for cell, style in (("normal", "-"), ("reduce", ":")):
+        for op, color in (("skip", "tab:red"), ("pool", "tab:blue")):
+            counts = [h["alpha_op_count"][cell][op] for h in rows]
+            ax2.plot(epochs, counts, ls=style, marker=".", color=color, label=f"{op}, {cell}")
+    stops = [h["epoch"] + 1 for h in rows if h.get("stopped")]
+    for stop in stops:
+        ax2.axvline(stop, color="grey", lw=1, ls="--", label="early stop")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("ops in the α-argmax cell")
+    ax2.legend(fontsize=7, ncol=2)
+    ax2.set_title("parameter-free ops chosen")
     fig.tight_layout()
     _save(fig, out)
 
@@ -216,6 +245,7 @@ def write_search_pictures(history: list[dict[str, Any]], genotype: Any, out_dir:
         plot_alphas(history, primitives, out_dir / ALPHAS_PLOT)
     plot_schedule(history, out_dir / SCHEDULE_PLOT)
     plot_latency(history, out_dir / LATENCY_PLOT)
+    plot_stability(history, out_dir / STABILITY_PLOT)
     plot_cell(
         list(genotype.normal),
         list(genotype.normal_concat),

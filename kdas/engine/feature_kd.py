@@ -1,0 +1,36 @@
+"""The trainable side of feature-map distillation: a 1×1 adapter from the student's last-map
+channels to the teacher's, trained with the student and dropped when the student is written."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from kdas.engine.precision import autocast
+
+
+class FeatureAdapter(nn.Sequential):
+    """conv 1×1 (no bias) + BN: the regressor of FitNets' hint loss, as fast-reid's students use."""
+
+    def __init__(self, student_channels: int, teacher_channels: int) -> None:
+        super().__init__(
+            nn.Conv2d(student_channels, teacher_channels, 1, bias=False),
+            nn.BatchNorm2d(teacher_channels),
+        )
+
+
+def teacher_targets(
+    teacher: torch.nn.Module,
+    images: torch.Tensor,
+    want_logits: bool,
+    want_map: bool,
+    precision: str,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The frozen teacher's logits and/or last feature map, in one forward pass."""
+    if not (want_logits or want_map):
+        return None, None
+    with torch.no_grad(), autocast(images.device, precision):
+        if not want_map:
+            return teacher.classify(images).float(), None
+        logits, feature_map = teacher.classify_with_map(images)
+    return (logits.float() if want_logits else None), feature_map.float()
