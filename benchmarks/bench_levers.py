@@ -6,8 +6,10 @@ changed recipe, and compares it, paired by seed, with that ablation run's own st
 
   feature   + feature-map distillation (loss.lambda_feature = 1)
   long      twice the retraining epochs (20 instead of 10)
+  both      the two together
 
-Prints a table and writes benchmarks/results/levers.json. Run it after (or beside) the ablation:
+Prints a table and writes benchmarks/results/levers-<levers>.json. Run it after (or beside)
+the ablation:
   python benchmarks/bench_levers.py [--levers feature,long] [--seeds 3]
 """
 
@@ -29,16 +31,16 @@ from kdas.utils.config import load_typed_config
 from kdas.utils.machine import cpu_model
 
 CONFIG = Path("examples/protocol.toml")
-RESULTS = Path("benchmarks/results/levers.json")
+RESULTS = Path("benchmarks/results")  # levers-<levers>.json
 
 
 def _recipe(lever: str, base: StudentTrainConfig) -> StudentTrainConfig:
-    if lever == "feature":
+    if lever not in ("feature", "long", "both"):
+        raise SystemExit(f"unknown lever {lever!r} (feature, long, both)")
+    if lever in ("feature", "both"):
         base.loss.lambda_feature = 1.0
-    elif lever == "long":
+    if lever in ("long", "both"):
         base.run.epochs *= 2
-    else:
-        raise SystemExit(f"unknown lever {lever!r} (feature, long)")
     return base
 
 
@@ -99,8 +101,11 @@ def main() -> None:
             ci = f"[{low:+.1f}, {high:+.1f}]"
         per_seed = " ".join(f"{100 * d:+.1f}" for d in s["diffs"])
         print(f"{lever:10} {metric:6} {100 * s['mean']:+10.1f} {ci:>18}  {per_seed}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(RESULTS, {"cpu": cpu_model(), "rows": rows, "summary": summary})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = args.levers.replace(",", "-")
+    atomic_write_json(
+        RESULTS / f"levers-{name}.json", {"cpu": cpu_model(), "rows": rows, "summary": summary}
+    )
 
 
 if __name__ == "__main__":

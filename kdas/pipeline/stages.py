@@ -63,7 +63,7 @@ def search_stage(ctx: StageContext) -> dict[str, Any]:
     from kdas.search.loop import run_search
 
     cfg = _with_data(ctx.cfg.search, ctx)
-    if cfg.loss.kd.mode != "none":
+    if cfg.loss.uses_teacher:
         cfg.teacher = str(ctx.paths.teacher)
     if cfg.latency.target and not cfg.latency.table:
         cfg.latency.table = (ctx.results.get("latency") or {}).get("table") or ""
@@ -76,7 +76,7 @@ def student_stage(ctx: StageContext) -> dict[str, Any]:
 
     cfg = _with_data(ctx.cfg.student, ctx)
     cfg.genotype = str(ctx.paths.search / GENOTYPE_FILE)
-    if cfg.loss.kd.mode != "none":
+    if cfg.loss.uses_teacher:
         cfg.teacher = str(ctx.paths.teacher)
     result = train_student(cfg, ctx.paths.student, resume=ctx.resume, force=ctx.force)
     return {"metrics": result.metrics, "seconds": result.wall_time_s}
