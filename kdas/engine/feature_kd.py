@@ -20,17 +20,10 @@ class FeatureAdapter(nn.Sequential):
 
 
 def teacher_targets(
-    teacher: torch.nn.Module,
-    images: torch.Tensor,
-    want_logits: bool,
-    want_map: bool,
-    precision: str,
-) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """The frozen teacher's logits and/or last feature map, in one forward pass."""
-    if not (want_logits or want_map):
-        return None, None
+    teacher: torch.nn.Module, images: torch.Tensor, want_logits: bool, precision: str
+) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The frozen teacher's last feature map, and its logits when this epoch distils them, in
+    one forward pass."""
     with torch.no_grad(), autocast(images.device, precision):
-        if not want_map:
-            return teacher.classify(images).float(), None
         logits, feature_map = teacher.classify_with_map(images)
     return (logits.float() if want_logits else None), feature_map.float()

@@ -206,7 +206,7 @@ class TrainJob(EpochJob):
             out = self.objective(logits, features, pids, targets, self.kd)
         else:
             targets, teacher_map = teacher_targets(
-                self.teacher, images, self.kd.weight > 0, True, self.run.precision
+                self.teacher, images, self.kd.weight > 0, self.run.precision
             )
             with autocast(self.runner.device, self.run.precision):
                 logits, features, feature_map = self.net(images, with_map=True)
