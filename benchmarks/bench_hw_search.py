@@ -1,20 +1,24 @@
-"""Hardware-aware search, end to end: students searched at several latency budgets, their
-measured deployment latency next to the ResNet-50 teacher's, and their accuracy.
+"""Hardware-aware search on the protocol: students searched under latency budgets, measured on
+the deployment backends beside the ResNet-50 teacher, and compared in accuracy, seed by seed,
+with the unconstrained KDAS student of the same data, teacher and seeds.
 
-    .venv/bin/python benchmarks/bench_hw_search.py                   # about 30 min on 2 cores
-    .venv/bin/python benchmarks/bench_hw_search.py --targets none,0.3x-teacher --epochs 4
+    .venv/bin/python benchmarks/bench_hw_search.py            # about 75 min on 2 cores
+    .venv/bin/python benchmarks/bench_hw_search.py --targets 0.3x-teacher --seeds 1
 
-Latency is the deployment question, asked at the production shape: every searched genotype is
-built at C = 64, 256x128, batch 1 and measured whole on each CPU backend (random weights with
-adapted BatchNorm, the way `kdas latency` measures); each model counts on its fastest backend,
-the teacher (ResNet-50, last stride 1) on its own. The search reads the latency table of the
-`--backend` (profiled once and cached in benchmarks/results/, refused on another machine kind).
+Recipes come from a pipeline config (default examples/protocol.toml, whose data and teacher
+`kdas pipeline examples/protocol.toml` makes): its [search] and [student] sections, exactly as
+`kdas ablate` runs them with dynamic distillation. The unconstrained student *is* that ablation's
+dynamic run (runs/<name>/ablation/dynamic/seedS: reused when it exists, trained otherwise). Each
+budgeted run changes two things only: the search's op set (`--ops`) and its latency term (a table
+of `--backend` at the production shape, 256x128, and the student's width C, profiled once and
+cached in benchmarks/results/; refused on another machine kind). The first target runs with
+every seed (the goal's paired comparison); the others with the first seed (Pareto points).
 
-Accuracy is measured on the embedded synthetic Market-1501-layout set with the demo's recipe
-(examples/demo.toml: a ResNet-18 teacher, a C = 8 supernet searched at 128x64, C = 16 students
-retrained at 128x64), the same data, teacher and seeds for every budget: what a 2-core machine
-can train in minutes. So the mAP column compares budgets with one another, not with the paper.
-Results: benchmarks/results/bench_hw_search.json, pareto.png beside it; docs/benchmarks.md.
+Latency is the deployment question: every student (its genotype at the student's C, random
+weights with adapted BatchNorm), the ResNet-50 teacher (last stride 1) and the ResNet-18 the
+students were distilled from are exported to each CPU backend and timed in turns in one window
+per backend (`kdas.export.latency_profile.measure_models`); each model counts on its own fastest
+backend. Results: benchmarks/results/bench_hw_search.json and bench_hw_search_pareto.png.
 """
 
 from __future__ import annotations
@@ -29,14 +33,16 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CPU_BACKENDS = ("openvino-int8", "openvino-bf16", "openvino-fp32", "ort-int8", "ort-fp32")
+PRODUCTION_SIZE = (256, 128)
+DEMO_OPS = "none,skip_connect,max_pool_3x3,sep_conv_3x3,part_aware,conv_3x3,conv_1x1"
 
 
-def _table(backend: str, force: bool) -> Any:
+def _table(backend: str, C: int, force: bool) -> Any:
     from kdas.errors import KdasError
     from kdas.export.latency_profile import ProfileConfig, profile_latency
     from kdas.models.latency_table import check_fingerprint, load_latency_table
 
-    path = RESULTS / f"lut-{backend}-256x128-C64.json"
+    path = RESULTS / f"lut-{backend}-{PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}-C{C}.json"
     if path.is_file() and not force:
         try:
             table = load_latency_table(path)
@@ -44,155 +50,154 @@ def _table(backend: str, force: bool) -> Any:
             return table
         except KdasError as exc:
             print(f"profiling again: {exc}")
-    return profile_latency(ProfileConfig(backend=backend), path, force=True)
+    cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, C=C, fit_networks=8)
+    return profile_latency(cfg, path, force=True)
 
 
-def _deployed_latency(genotype: Any, backends: list[str]) -> dict[str, float]:
-    """ms at 256x128, C = 64, batch 1, 2 threads on every backend this machine has."""
+def _run(cfg: Any, seed: int, out: Path) -> dict[str, Any]:
+    from kdas.models.genotype import load_genotype
+    from kdas.search.ablation import run_one
+
+    row = run_one(cfg, "dynamic", seed, out)
+    row["genotype_obj"] = load_genotype(row["genotype"])
+    history = out / "search" / "alphas.jsonl"
+    lines = history.read_text().splitlines() if history.is_file() else []
+    row["search_latency"] = json.loads(lines[-1]).get("latency") if lines else None
+    return row
+
+
+def _latencies(
+    rows: list[dict[str, Any]], C: int, backends: list[str], repeats: int
+) -> dict[str, dict[str, float]]:
+    """ms per backend for every row's genotype (by label) and both teachers."""
     from kdas.errors import BackendUnavailable
-    from kdas.export.latency_profile import ProfileConfig, measure_genotype
+    from kdas.export.latency_profile import ProfileConfig, measure_models
 
-    out = {}
+    genotypes = {r["label"]: r["genotype_obj"] for r in rows}
+    out: dict[str, dict[str, float]] = {}
     for backend in backends:
+        cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, C=C, repeats=repeats)
         try:
-            out[backend] = measure_genotype(genotype, ProfileConfig(backend=backend))
+            out[backend] = measure_models(genotypes, cfg, teachers=("resnet50", "resnet18"))
         except BackendUnavailable as exc:
             print(f"{backend}: {exc}")
+        print(f"{backend}: {json.dumps(out.get(backend), default=str)}", flush=True)
     return out
 
 
-def _teacher_latency(backends: list[str]) -> dict[str, float]:
-    from kdas.errors import BackendUnavailable
-    from kdas.export.latency_profile import ProfileConfig, measure_teacher
-
-    out = {}
-    for backend in backends:
-        try:
-            out[backend] = measure_teacher(ProfileConfig(backend=backend))["ms"]
-        except BackendUnavailable as exc:
-            print(f"{backend}: {exc}")
-    return out
-
-
-def _configs(epochs: int | None) -> Any:
-    from kdas.pipeline.config import PipelineConfig
-    from kdas.utils.config import load_typed_config
-
-    cfg = load_typed_config(PipelineConfig, ROOT / "examples" / "demo.toml", {})
-    cfg.data.root = str(RESULTS / "hw-search" / "data")
-    if epochs:
-        cfg.search.run.epochs = epochs
-    for section in (cfg.teacher, cfg.search, cfg.student):
-        section.data.root, section.data.layout = cfg.data.root, cfg.data.layout
-        section.run.progress = False
-    return cfg
-
-
-def _one_budget(cfg: Any, target: str, table: Any, work: Path, teacher: Path) -> dict[str, Any]:
-    from kdas.engine.evaluate import evaluate_artifact
-    from kdas.engine.stages import train_student
-    from kdas.files import GENOTYPE_FILE
-    from kdas.search.loop import run_search
-
-    search = copy.deepcopy(cfg.search)
-    search.teacher = str(teacher)
-    if target != "none":
-        search.latency.table, search.latency.target = str(table.path), target
-    folder = work / f"target-{target}"
-    started = time.perf_counter()
-    result = run_search(search, folder / "search", force=True)
-    search_s = time.perf_counter() - started
-    student = copy.deepcopy(cfg.student)
-    student.genotype, student.teacher = str(folder / "search" / GENOTYPE_FILE), str(teacher)
-    train_student(student, folder / "student", force=True)
-    metrics = evaluate_artifact(folder / "student", cfg.data.root, cfg.data.layout)["metrics"]
-    last = (result.history[-1] if result.history else {}).get("latency") or {}
-    return {
-        "target": target,
-        "target_ms": last.get("target_ms"),
-        "genotype": {"normal": result.genotype.normal, "reduce": result.genotype.reduce},
-        "predicted_ms": table.predict(result.genotype).ms,
-        "expected_ms_last_epoch": last.get("expected_ms"),
-        "search_seconds": search_s,
-        "skips_normal": sum(op == "skip_connect" for op, _ in result.genotype.normal),
-        "mAP": metrics["mAP"],
-        "rank1": metrics["rank1"],
-        "genotype_obj": result.genotype,
-    }
+def _best(ms: dict[str, dict[str, float]], label: str) -> tuple[str, float]:
+    backend = min(ms, key=lambda b: ms[b][label])
+    return backend, ms[backend][label]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="examples/protocol.toml")
     parser.add_argument("--backend", default="openvino-int8", help="the table's backend")
-    parser.add_argument("--targets", default="none,1x-teacher,0.5x-teacher,0.3x-teacher")
-    parser.add_argument("--epochs", type=int, default=None, help="search epochs (demo: 4)")
-    parser.add_argument("--ops", default="auto-reid+dense", help="op set, every budget")
+    parser.add_argument("--targets", default="0.3x-teacher,0.5x-teacher,1x-teacher")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds of the first target")
+    parser.add_argument("--weight", type=float, default=None, help="latency weight λ")
+    parser.add_argument("--ops", default=DEMO_OPS, help="op set of the budgeted searches")
+    parser.add_argument("--backends", default=",".join(CPU_BACKENDS))
+    parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--profile-again", action="store_true")
     args = parser.parse_args()
 
-    from kdas.data.synthetic import synthesize
-    from kdas.engine.evaluate import evaluate_artifact
-    from kdas.engine.stages import train_teacher
+    from kdas.pipeline.config import PipelineConfig
     from kdas.pipeline.pareto import front, plot_pareto
+    from kdas.search.ablation import from_pipeline, paired_difference
+    from kdas.utils.config import load_typed_config
     from kdas.utils.machine import cpu_model
 
     RESULTS.mkdir(parents=True, exist_ok=True)
-    work = RESULTS / "hw-search"
-    cfg = _configs(args.epochs)
-    cfg.search.ops = args.ops
-    table = _table(args.backend, args.profile_again)
-    if not (Path(cfg.data.root) / "synth_config.json").is_file():
-        synthesize(Path(cfg.data.root), cfg.data.synthesize, progress=False)
-    teacher_dir = work / "teacher"
-    if not (teacher_dir / "config.json").is_file():
-        train_teacher(cfg.teacher, teacher_dir, force=True)
-    teacher_metrics = evaluate_artifact(teacher_dir, cfg.data.root, cfg.data.layout)["metrics"]
-    teacher_ms = _teacher_latency(list(CPU_BACKENDS))
+    pipeline = load_typed_config(PipelineConfig, ROOT / args.config)
+    base = from_pipeline(pipeline)
+    run_root = Path(pipeline.runs_dir) / pipeline.name
+    C = base.student.model.C
+    table = _table(args.backend, C, args.profile_again)
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    plan = [("none", s) for s in range(args.seeds)] + [(targets[0], s) for s in range(args.seeds)]
+    plan += [(t, 0) for t in targets[1:]]
     rows = []
-    for target in args.targets.split(","):
-        row = _one_budget(cfg, target.strip(), table, work, teacher_dir)
-        row["measured_ms"] = _deployed_latency(row.pop("genotype_obj"), list(CPU_BACKENDS))
+    for target, seed in plan:
+        cfg = copy.deepcopy(base)
+        out = run_root / "ablation" / "dynamic" / f"seed{seed}"
+        if target != "none":
+            cfg.search.ops = [op.strip() for op in args.ops.split(",")]
+            cfg.search.latency.table, cfg.search.latency.target = str(table.path), target
+            if args.weight is not None:
+                cfg.search.latency.weight = args.weight
+            out = run_root / "hw" / target / f"seed{seed}"
+        started = time.perf_counter()
+        row = _run(cfg, seed, out)
+        row |= {"target": target, "label": f"{target}/seed{seed}"}
+        row["seconds"] = time.perf_counter() - started
+        row["predicted_ms"] = table.predict(row["genotype_obj"]).ms
+        print(f"{row['label']}: mAP {100 * row['mAP']:.1f}, predicted {row['predicted_ms']:.2f} "
+              f"ms ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         rows.append(row)
-        print(json.dumps({k: v for k, v in row.items() if k != "genotype"}, default=str))
-    t_best = min(teacher_ms, key=teacher_ms.get)
+
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    ms = _latencies(rows, C, backends, args.repeats)
+    teachers = {name: _best(ms, name) for name in ("resnet50", "resnet18")}
+    r50_ms = teachers["resnet50"][1]
     for row in rows:
-        best = min(row["measured_ms"], key=row["measured_ms"].get)
-        row["best_backend"], row["best_ms"] = best, row["measured_ms"][best]
-        row["x_teacher_best"] = row["best_ms"] / teacher_ms[t_best]
+        row["measured_ms"] = {b: ms[b][row["label"]] for b in ms}
+        row["best_backend"], row["best_ms"] = _best(ms, row["label"])
+        row["x_resnet50"] = row["best_ms"] / r50_ms
+        row["measured_on_table_backend"] = ms.get(args.backend, {}).get(row["label"])
+        row.pop("genotype_obj")
+    runs = [{**r, "mode": r["target"]} for r in rows]
+    paired = [paired_difference(runs, targets[0], "none", metric) for metric in ("mAP", "rank1")]
+    teacher_dir = Path(base.student.teacher)
+    teacher_final = json.loads((teacher_dir / "metrics.json").read_text())["final"]
     cpu = cpu_model()
     points = {
         "batch": 1,
         "students": [
-            {"run": f"target {r['target']}", "target": r["target"], "mAP": r["mAP"],
-             "rank1": r["rank1"], "latency_ms": r["best_ms"], "backend": r["best_backend"],
-             "batch": 1, "cpu": cpu}
+            {"run": r["label"], "target": r["target"], "mAP": r["mAP"], "rank1": r["rank1"],
+             "latency_ms": r["best_ms"], "backend": r["best_backend"], "batch": 1, "cpu": cpu}
             for r in rows
         ],
-        "teacher": {"run": "teacher", "mAP": teacher_metrics["mAP"],
-                    "rank1": teacher_metrics["rank1"], "latency_ms": teacher_ms[t_best],
-                    "backend": t_best, "batch": 1, "cpu": cpu},
+        "teacher": {"run": "teacher (ResNet-18)", "mAP": teacher_final["mAP"],
+                    "rank1": teacher_final["rank1"], "latency_ms":
+                    teachers["resnet18"][1], "backend": teachers["resnet18"][0], "batch": 1,
+                    "cpu": cpu},
     }  # fmt: skip
     plot_pareto(points, RESULTS / "bench_hw_search_pareto.png")
     result = {
         "cpu": cpu,
+        "config": args.config,
+        "student_C": C,
+        "size": list(PRODUCTION_SIZE),
         "table": str(table.path),
         "table_backend": table.backend,
         "table_teacher_ms": (table.teacher or {}).get("ms"),
-        "teacher_resnet50_ms": teacher_ms,
-        "teacher_best": {"backend": t_best, "ms": teacher_ms[t_best]},
-        "accuracy_teacher": teacher_metrics,
+        "teachers_best": {k: {"backend": b, "ms": v} for k, (b, v) in teachers.items()},
+        "measured_ms": ms,
         "rows": rows,
+        "paired": paired,
         "pareto_front": [p["run"] for p in front(points["students"])],
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     (RESULTS / "bench_hw_search.json").write_text(json.dumps(result, indent=2, default=str))
-    print(f"\n{cpu}; teacher ResNet-50 best {t_best} {teacher_ms[t_best]:.2f} ms")
-    print("| target | predicted ms | best backend | measured ms | x teacher | mAP | skips |")
+    print(f"\n{cpu}; ResNet-50 best {teachers['resnet50'][0]} {r50_ms:.2f} ms; "
+          f"student C={C} at {PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}, batch 1")  # fmt: skip
+    print("| run | predicted ms | best backend | measured ms | x ResNet-50 | mAP | rank-1 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['target']} | {r['predicted_ms']:.2f} | {r['best_backend']} | "
-              f"{r['best_ms']:.2f} | {r['x_teacher_best']:.2f} | {100 * r['mAP']:.1f} | "
-              f"{r['skips_normal']} |")  # fmt: skip
+        print(f"| {r['label']} | {r['predicted_ms']:.2f} | {r['best_backend']} | "
+              f"{r['best_ms']:.2f} | {r['x_resnet50']:.2f} | {100 * r['mAP']:.1f} | "
+              f"{100 * r['rank1']:.1f} |")  # fmt: skip
+    for diff in paired:
+        if diff:
+            interval = (
+                ""
+                if diff["low"] is None
+                else (f" [{100 * diff['low']:+.1f}, {100 * diff['high']:+.1f}]")
+            )
+            print(f"{targets[0]} - none, {diff['metric']}: {100 * diff['mean']:+.1f}{interval} "
+                  f"({diff['verdict']})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -38,6 +38,11 @@ def search_command(
     allow_foreign_lut: bool = typer.Option(
         None, "--allow-foreign-lut", help="Accept a table measured on another machine kind."
     ),
+    latency_enforce: bool = typer.Option(
+        None,
+        "--latency-enforce/--no-latency-enforce",
+        help="Repair the derived cell to meet the target (default on).",
+    ),
 ) -> None:
     """Search a Re-ID cell guided by the teacher (distillation + triplet, DARTS relaxation)."""
     from kdas.files import GENOTYPE_FILE
@@ -59,6 +64,7 @@ def search_command(
             "target": latency_target,
             "weight": latency_weight,
             "allow_foreign": allow_foreign_lut,
+            "enforce": latency_enforce,
         },
     )
     cfg = load_typed_config(SearchConfig, shared.config, overrides)

@@ -16,10 +16,11 @@ every block and network the same share of the slow periods.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -355,19 +356,34 @@ def measure_genotype(
     """Whole-network latency (ms, median, call overhead included) of a student with this
     genotype on the backend, measured as the profile measures its fitting networks. `source`
     is a profile config or a table, whose backend, threads, batch, size and macro are used."""
+    return measure_models({"network": genotype}, source, work_dir=work_dir)["network"]
+
+
+def measure_models(
+    genotypes: Mapping[str, Genotype], source: ProfileConfig | LatencyTable,
+    teachers: Sequence[str] = (), work_dir: Path | None = None,
+) -> dict[str, float]:  # fmt: skip
+    """Whole-network latency (ms) of students with these genotypes (by label) and of these
+    teachers (resnet18/34/50, by name), timed in turns in one window: compared side by side,
+    the machine's changing speed favours none of them."""
     from kdas.progress import make_progress
 
     cfg = source if isinstance(source, ProfileConfig) else ProfileConfig.from_table(source)
     cfg.validate()
     blocks.require_backend(cfg.backend)
+    builds: list[tuple[str, Callable[[], Any]]] = [
+        (label, partial(_student, genotype, cfg)) for label, genotype in genotypes.items()
+    ]
+    for name in teachers:
+        builds.append((name, partial(_teacher, dataclasses.replace(cfg, teacher=name))))
     with (
         blocks.torch_threads(cfg.threads),
         tempfile.TemporaryDirectory() as tmp,
         make_progress(False) as bar,
     ):
-        task = bar.add_task("network", total=1)
-        build = [("network", partial(_student, genotype, cfg))]
-        return _measure_networks(build, cfg, Path(work_dir or tmp), bar, task)[0]
+        task = bar.add_task("networks", total=len(builds))
+        times = _measure_networks(builds, cfg, Path(work_dir or tmp), bar, task)
+    return {label: ms for (label, _), ms in zip(builds, times, strict=True)}
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:

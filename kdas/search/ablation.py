@@ -66,7 +66,9 @@ class AblationConfig:
     retrain_kd: Literal["same", "none", "constant", "dynamic"] = "same"
 
 
-def _run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, Any]:
+def run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, Any]:
+    """Search and retrain one (mode, seed) into `out`; a finished part is reused, an interrupted
+    one resumed, so benchmarks can pair their runs with the ablation's own."""
     from kdas.engine.stages import train_student
     from kdas.search.loop import run_search
 
@@ -381,7 +383,7 @@ def run_ablation_report(cfg: AblationConfig, out_dir: str | Path) -> AblationRep
     for seed in range(cfg.seeds):
         for mode in cfg.modes:
             console.log(f"ablation: {mode}, seed {seed}")
-            runs.append(_run_one(cfg, mode, seed, out_dir / mode / f"seed{seed}"))
+            runs.append(run_one(cfg, mode, seed, out_dir / mode / f"seed{seed}"))
     report = report_ablation(runs, tuple(cfg.modes))
     if env_rank() == 0:  # under torchrun every rank ran; rank 0 writes
         write_ablation(cfg, report, out_dir)

@@ -29,6 +29,8 @@ class LatencyConfig:
     target: str = ""
     weight: float = 1.0
     allow_foreign: bool = False  # accept a table whose fingerprint is another machine's
+    # derive a cell that meets the target (greedy op swaps, `kdas.search.budget`) when one exists
+    enforce: bool = True
 
 
 @dataclass

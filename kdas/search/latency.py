@@ -141,4 +141,11 @@ def build_latency_term(cfg: Any, primitives: Sequence[str], arch: Any) -> Latenc
     target = table.resolve_target(lat.target)
     if not math.isfinite(target):
         raise KdasError(f"latency target {lat.target!r} is not a finite number of ms")
+    floor = table.correction.apply(table.fixed_ms())
+    if target < floor:
+        console.log(
+            f"[yellow]latency target {target:.2f} ms is below the {floor:.2f} ms that stem, "
+            f"input preprocessing and head cost at C={table.macro.C} on their own[/]: no cell "
+            "can meet it; profile the table at a narrower width (kdas latency profile --C)"
+        )
     return LatencyTerm(table, primitives, arch.steps, target, lat.weight)

@@ -22,6 +22,7 @@ from kdas.losses.objective import ReIDObjective
 from kdas.models.ops import resolve_primitives
 from kdas.progress import console
 from kdas.search.architect import Architect, Batch, batch_loss
+from kdas.search.budget import BudgetFit, fit_to_budget
 from kdas.search.config import SearchConfig
 from kdas.search.latency import LatencyTerm, build_latency_term
 from kdas.search.stability import early_stop_reason, stability_record
@@ -111,22 +112,38 @@ def build_supernet(cfg: SearchConfig, num_classes: int) -> torch.nn.Module:
     return Supernet(num_classes, cfg.model, primitives=resolve_primitives(cfg.ops))
 
 
-def _latency_record(term: LatencyTerm | None, model: Any, genotype: Any) -> dict[str, Any]:
+def derive(cfg: SearchConfig, model: Any, term: LatencyTerm | None) -> tuple[Any, BudgetFit | None]:
+    """The genotype α points to (skip cap applied), repaired to meet the latency target when the
+    search has one and `latency.enforce` is on (`kdas.search.budget`)."""
+    genotype = model.genotype(max_skip_normal=cfg.max_skip_normal)
+    if term is None or not cfg.latency.enforce:
+        return genotype, None
+    weights = {k: v.numpy() for k, v in model.alphas_softmax().items()}
+    fit = fit_to_budget(
+        genotype, weights, model.primitives, term.table, term.target_ms, cfg.max_skip_normal
+    )
+    return fit.genotype, fit
+
+
+def _latency_record(
+    term: LatencyTerm | None, model: Any, genotype: Any, fit: BudgetFit | None
+) -> dict[str, Any]:
     """E[lat] under the current α and the derived genotype's predicted latency (table ms)."""
     if term is None:
         return {}
     with torch.no_grad():
         out = term(model.alpha_normal, model.alpha_reduce)
-    return {
-        "latency": {
-            "expected_ms": out.expected_ms,
-            "predicted_ms": term.predicted_ms(genotype),
-            "target_ms": term.target_ms,
-            "weight": term.weight,
-            "term": float(out.total),
-            "backend": term.table.backend,
-        }
+    record = {
+        "expected_ms": out.expected_ms,
+        "predicted_ms": term.predicted_ms(genotype),
+        "target_ms": term.target_ms,
+        "weight": term.weight,
+        "term": float(out.total),
+        "backend": term.table.backend,
     }
+    if fit is not None:
+        record |= {"argmax_ms": fit.argmax_ms, "swaps": len(fit.swaps), "met": fit.met}
+    return {"latency": record}
 
 
 class SearchJob(EpochJob):
@@ -197,7 +214,7 @@ class SearchJob(EpochJob):
 
     def end_epoch(self, epoch: int, means: dict[str, float]) -> dict[str, Any]:
         self.w_scheduler.step()
-        genotype = self.model.genotype(max_skip_normal=self.cfg.max_skip_normal)
+        genotype, fit = derive(self.cfg, self.model, self.latency)
         return {
             "temperature": self.kd.temperature,
             "kd_weight": self.kd.weight,
@@ -205,7 +222,7 @@ class SearchJob(EpochJob):
             "w_lr": self.w_lr,
             "losses": means,
             **_alphas_record(self.model, genotype),
-            **_latency_record(self.latency, self.model, genotype),
+            **_latency_record(self.latency, self.model, genotype, fit),
         }
 
     def stop_reason(self, record: dict[str, Any]) -> str | None:
@@ -298,7 +315,13 @@ def run_search(
     job = SearchJob(cfg, model, splits, teacher, runner, latency)
     resume_key = config_hash({k: v for k, v in to_dict(cfg).items() if k != "run"})
     summary = runner.fit(job, resume, resume_key)
-    genotype = model.genotype(max_skip_normal=cfg.max_skip_normal)
+    genotype, fit = derive(cfg, model, latency)
+    if fit is not None and not fit.met:
+        console.log(
+            f"[yellow]no cell meets the latency target {latency.target_ms:.2f} ms[/]: the "
+            f"cheapest reachable one is predicted at {fit.predicted_ms:.2f} ms (written); "
+            "profile a narrower width (kdas latency profile --C) or raise the target"
+        )
     history = runner.log.read() if runner.ctx.is_main else []
     if runner.ctx.is_main:
         _write_results(cfg, model, genotype, history, out_dir)

@@ -1,0 +1,101 @@
+"""Budget-constrained derivation: the derived cell meets the latency target whenever some cell
+of the search space can.
+
+The latency term steers α, but a short search moves α little (its entropy stays near uniform,
+docs/benchmarks.md), so the argmax cell can sit far above the budget while E[lat] creeps down.
+The repair is greedy: while the table's prediction exceeds the target, make the one op swap
+that gives up the least α weight per millisecond saved (same edge, same input, another op other
+than `none`; the normal cell's skip cap holds). It stops at the first genotype under the target,
+so every edge α is sure about keeps its op; when no swap saves time, the cheapest reachable cell
+is returned and `met` says the budget was out of reach.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from kdas.models.genotype import Genotype
+from kdas.models.latency_table import LatencyTable
+from kdas.models.ops import NONE, SKIP
+
+
+@dataclass
+class BudgetFit:
+    genotype: Genotype
+    predicted_ms: float  # the table's (corrected) prediction of `genotype`
+    argmax_ms: float  # the same for the argmax cell, before any swap
+    met: bool
+    swaps: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _row(position: int, input_index: int) -> int:
+    """The α row of a genotype pair: node `position // 2` reads input `input_index`."""
+    node = position // 2
+    return sum(2 + n for n in range(node)) + input_index
+
+
+def _with_op(genotype: Genotype, cell: str, position: int, op: str) -> Genotype:
+    pairs = list(getattr(genotype, cell))
+    pairs[position] = (op, pairs[position][1])
+    return replace(genotype, **{cell: tuple(pairs)})
+
+
+def _candidates(
+    genotype: Genotype,
+    weights: Mapping[str, np.ndarray],
+    primitives: Sequence[str],
+    max_skip_normal: int | None,
+) -> list[tuple[str, int, str, float]]:
+    """(cell, position, new op, α weight given up) of every allowed single swap."""
+    out = []
+    column = {op: k for k, op in enumerate(primitives)}
+    for cell in ("normal", "reduce"):
+        pairs = getattr(genotype, cell)
+        capped = cell == "normal" and max_skip_normal is not None
+        skips_full = capped and sum(op == SKIP for op, _ in pairs) >= max_skip_normal
+        for position, (op, j) in enumerate(pairs):
+            row = weights[cell][_row(position, j)]
+            for alt in primitives:
+                if alt in (NONE, op) or (alt == SKIP and skips_full):
+                    continue
+                out.append((cell, position, alt, float(row[column[op]] - row[column[alt]])))
+    return out
+
+
+def fit_to_budget(
+    genotype: Genotype,
+    weights: Mapping[str, Any],
+    primitives: Sequence[str],
+    table: LatencyTable,
+    target_ms: float,
+    max_skip_normal: int | None = None,
+) -> BudgetFit:
+    """`genotype` (derived from α, whose softmax weights per cell are `weights["normal"]` and
+    `weights["reduce"]`) repaired to meet `target_ms` on `table`; see the module docstring."""
+    weights = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    current = genotype
+    ms = table.predict(current).ms
+    fit = BudgetFit(genotype, ms, ms, ms <= target_ms)
+    while ms > target_ms:
+        best: tuple[float, float, Genotype, dict[str, Any]] | None = None
+        for cell, position, alt, lost in _candidates(current, weights, primitives, max_skip_normal):
+            trial = _with_op(current, cell, position, alt)
+            trial_ms = table.predict(trial).ms
+            saved = ms - trial_ms
+            if saved <= 1e-9:
+                continue
+            score = max(lost, 0.0) / saved
+            swap = {"cell": cell, "position": position, "from": getattr(current, cell)[position][0],
+                    "to": alt, "saved_ms": saved, "alpha_lost": lost}  # fmt: skip
+            if best is None or (score, -saved) < (best[0], -best[1]):
+                best = (score, saved, trial, swap)
+        if best is None:
+            break
+        current, ms = best[2], ms - best[1]
+        fit.swaps.append(best[3])
+    fit.genotype, fit.predicted_ms, fit.met = current, table.predict(current).ms, ms <= target_ms
+    return fit
