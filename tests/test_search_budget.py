@@ -4,6 +4,7 @@ search writes the repaired cell and logs the argmax cell's latency beside it."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_a_reachable_target_is_met_and_the_repair_stops_there(seed: int) -> None
     states = _replay(genotype, fit.swaps)
     assert states[-1] == fit.genotype
     times = [table.predict(g).ms for g in states]
-    assert all(b < a for a, b in zip(times, times[1:], strict=False))  # every swap saves time
+    assert all(b < a for a, b in itertools.pairwise(times))  # every swap saves time
     assert times[-2] > target  # it stopped at the first cell under the target
     for cell in ("normal", "reduce"):  # same inputs, never `none`
         ours, theirs = getattr(fit.genotype, cell), getattr(genotype, cell)
