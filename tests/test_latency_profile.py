@@ -115,6 +115,10 @@ def test_fit_correction() -> None:
     assert (one.a, one.b, one.networks) == (1.5, 0.0, 1)
     inverted = fit_correction([1.0, 2.0], [3.0, 1.0])  # noise, not a law: keep the ratio
     assert inverted.a == pytest.approx(4.0 / 3.0) and inverted.b == 0.0
+    # blocks too small to time above the call overhead: the networks' mean is all offset
+    zero = fit_correction([0.0, 0.0], [0.2, 0.3])
+    assert (zero.a, zero.b) == (1.0, pytest.approx(0.25)) and zero.apply(0.0) > 0
+    assert zero.median_abs_error == pytest.approx((0.05 / 0.2 + 0.05 / 0.3) / 2)
 
 
 def test_spearman_matches_scipy() -> None:

@@ -179,12 +179,16 @@ def check_out_path(out_path: str | os.PathLike[str], force: bool = False) -> Pat
 
 def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> Correction:
     """Least squares `measured ≈ a · raw + b`; one network (or no spread in raw): the ratio.
-    A fit whose slope is not positive would invert the ranking, so the ratio replaces it."""
+    A fit whose slope is not positive would invert the ranking, so the ratio replaces it; tiny
+    blocks that all time at zero (under the call overhead) leave the measured mean as offset."""
     raw, measured = np.asarray(raw_ms, float), np.asarray(measured_ms, float)
     if len(raw) == 0:
         return Correction()
-    a, b = float(measured.mean() / raw.mean()), 0.0
-    if len(raw) > 1 and np.ptp(raw) > 1e-9 * raw.mean():
+    if raw.mean() <= 1e-9:  # every block faster than the call overhead: all fixed cost
+        a, b = 1.0, float(measured.mean())
+    else:
+        a, b = float(measured.mean() / raw.mean()), 0.0
+    if len(raw) > 1 and raw.mean() > 1e-9 and np.ptp(raw) > 1e-9 * raw.mean():
         slope, intercept = np.polyfit(raw, measured, 1)
         if slope > 0:
             a, b = float(slope), float(intercept)
