@@ -4,6 +4,7 @@ simple rule, so a prediction can be checked against a sum written out independen
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from kdas.models.latency_table import LatencyTable, TableMacro, machine_fingerprint, op_key
 
@@ -52,3 +53,11 @@ def hand_table(
         fixed=fixed,
         teacher={"name": "resnet50", "ms": teacher_ms} if teacher_ms else None,
     )
+
+
+def search_table(cfg: Any, ops: Sequence[str], C: int = 16) -> LatencyTable:
+    """A hand table for a search config's supernet structure and input size, at width `C`."""
+    m = cfg.model
+    macro = TableMacro(C=C, layers=m.layers, reduction_positions=m.reduction_positions,
+                       steps=m.steps, multiplier=m.multiplier)  # fmt: skip
+    return hand_table(macro, tuple(cfg.data.size), ops=ops)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from latency_tables import hand_table
+from latency_tables import hand_table, search_table
 from tiny_configs import search_config
 
 from kdas.files import GENOTYPE_FILE
@@ -105,12 +105,7 @@ def test_the_search_writes_the_repaired_cell(
     cfg = search_config(tiny_market, tiny_teacher, epochs=1)
     cfg.data.batches_per_epoch = 2
     cfg.ops, cfg.max_skip_normal = ops, 1
-    m = cfg.model
-    table = hand_table(
-        TableMacro(C=16, layers=m.layers, reduction_positions=m.reduction_positions,
-                   steps=m.steps, multiplier=m.multiplier),
-        tuple(cfg.data.size), ops=ops,
-    )  # fmt: skip
+    table = search_table(cfg, ops)
     path = table.save(tmp_path / "lut.json")
     # all sep_conv cells cost 3.44 ms, all max_pool cells 1.96; the soft term is off (λ = 0)
     cfg.latency = LatencyConfig(table=str(path), target="2.5", weight=0.0)

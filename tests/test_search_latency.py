@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from latency_tables import hand_table
+from latency_tables import hand_table, search_table
 from tiny_configs import search_config
 
 from kdas.errors import KdasError
@@ -121,12 +121,7 @@ def test_a_heavy_latency_term_derives_cheaper_cells(
     cfg = search_config(tiny_market, tiny_teacher, epochs=3)
     cfg.data.batches_per_epoch = 4
     cfg.ops = ops
-    m = cfg.model
-    table = hand_table(
-        TableMacro(C=16, layers=m.layers, reduction_positions=m.reduction_positions,
-                   steps=m.steps, multiplier=m.multiplier),
-        tuple(cfg.data.size), ops=ops,
-    )  # fmt: skip
+    table = search_table(cfg, ops)
     path = table.save(tmp_path / "lut.json")
     plain = run_search(cfg, tmp_path / "plain")
     # the soft term alone (the budget repair, tested in test_search_budget.py, is off)

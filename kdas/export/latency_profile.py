@@ -188,10 +188,10 @@ def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> Cor
         a, b = 1.0, float(measured.mean())
     else:
         a, b = float(measured.mean() / raw.mean()), 0.0
-    if len(raw) > 1 and raw.mean() > 1e-9 and np.ptp(raw) > 1e-9 * raw.mean():
-        slope, intercept = np.polyfit(raw, measured, 1)
-        if slope > 0:
-            a, b = float(slope), float(intercept)
+        if len(raw) > 1 and np.ptp(raw) > 1e-9 * raw.mean():
+            slope, intercept = np.polyfit(raw, measured, 1)
+            if slope > 0:
+                a, b = float(slope), float(intercept)
     error = np.abs(a * raw + b - measured) / measured
     return Correction(a, b, networks=len(raw), median_abs_error=float(np.median(error)))
 

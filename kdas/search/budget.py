@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from kdas.models.genotype import Genotype
+from kdas.models.genotype import Genotype, count_skips, num_edges
 from kdas.models.latency_table import LatencyTable
 from kdas.models.ops import NONE, SKIP
 
@@ -34,8 +34,7 @@ class BudgetFit:
 
 def _row(position: int, input_index: int) -> int:
     """The α row of a genotype pair: node `position // 2` reads input `input_index`."""
-    node = position // 2
-    return sum(2 + n for n in range(node)) + input_index
+    return num_edges(position // 2) + input_index
 
 
 def _with_op(genotype: Genotype, cell: str, position: int, op: str) -> Genotype:
@@ -56,7 +55,7 @@ def _candidates(
     for cell in ("normal", "reduce"):
         pairs = getattr(genotype, cell)
         capped = cell == "normal" and max_skip_normal is not None
-        skips_full = capped and sum(op == SKIP for op, _ in pairs) >= max_skip_normal
+        skips_full = capped and count_skips(genotype, cell) >= max_skip_normal
         for position, (op, j) in enumerate(pairs):
             row = weights[cell][_row(position, j)]
             for alt in primitives:
@@ -77,25 +76,24 @@ def fit_to_budget(
     """`genotype` (derived from α, whose softmax weights per cell are `weights["normal"]` and
     `weights["reduce"]`) repaired to meet `target_ms` on `table`; see the module docstring."""
     weights = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
-    current = genotype
-    ms = table.predict(current).ms
-    fit = BudgetFit(genotype, ms, ms, ms <= target_ms)
+    current, swaps = genotype, []
+    argmax_ms = ms = table.predict(genotype).ms
     while ms > target_ms:
-        best: tuple[float, float, Genotype, dict[str, Any]] | None = None
-        for cell, position, alt, lost in _candidates(current, weights, primitives, max_skip_normal):
+        best: tuple[float, float, Genotype, tuple[str, int, str, float]] | None = None
+        for candidate in _candidates(current, weights, primitives, max_skip_normal):
+            cell, position, alt, lost = candidate
             trial = _with_op(current, cell, position, alt)
-            trial_ms = table.predict(trial).ms
-            saved = ms - trial_ms
+            saved = ms - table.predict(trial).ms
             if saved <= 1e-9:
                 continue
             score = max(lost, 0.0) / saved
-            swap = {"cell": cell, "position": position, "from": getattr(current, cell)[position][0],
-                    "to": alt, "saved_ms": saved, "alpha_lost": lost}  # fmt: skip
             if best is None or (score, -saved) < (best[0], -best[1]):
-                best = (score, saved, trial, swap)
+                best = (score, saved, trial, candidate)
         if best is None:
             break
-        current, ms = best[2], ms - best[1]
-        fit.swaps.append(best[3])
-    fit.genotype, fit.predicted_ms, fit.met = current, table.predict(current).ms, ms <= target_ms
-    return fit
+        _, saved, trial, (cell, position, alt, lost) = best
+        swaps.append({"cell": cell, "position": position,
+                      "from": getattr(current, cell)[position][0], "to": alt,
+                      "saved_ms": saved, "alpha_lost": lost})  # fmt: skip
+        current, ms = trial, ms - saved
+    return BudgetFit(current, ms, argmax_ms, ms <= target_ms, swaps)
