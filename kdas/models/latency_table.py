@@ -185,7 +185,8 @@ class Correction:
     median_abs_error: float | None = None  # relative, on the fitting networks
 
     def apply(self, raw_ms: float) -> float:
-        return self.a * raw_ms + self.b
+        """A fitted negative offset must not predict a negative time for a very cheap cell."""
+        return max(0.0, self.a * raw_ms + self.b)
 
 
 @dataclass
