@@ -37,12 +37,16 @@ PRODUCTION_SIZE = (256, 128)
 DEMO_OPS = "none,skip_connect,max_pool_3x3,sep_conv_3x3,part_aware,conv_3x3,conv_1x1"
 
 
-def _table(backend: str, C: int, force: bool) -> Any:
+def _table(backend: str, macro: dict[str, Any], force: bool) -> Any:
+    """The cached table of `backend` for this student macro (C, layers, reduction_positions)."""
     from kdas.errors import KdasError
     from kdas.export.latency_profile import ProfileConfig, profile_latency
     from kdas.models.latency_table import check_fingerprint, load_latency_table
 
-    path = RESULTS / f"lut-{backend}-{PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}-C{C}.json"
+    name = f"lut-{backend}-{PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}-C{macro['C']}"
+    if (macro["layers"], tuple(macro["reduction_positions"])) != (8, (2, 4, 6)):
+        name += f"-L{macro['layers']}-R{''.join(str(p) for p in macro['reduction_positions'])}"
+    path = RESULTS / f"{name}.json"
     if path.is_file() and not force:
         try:
             table = load_latency_table(path)
@@ -50,8 +54,13 @@ def _table(backend: str, C: int, force: bool) -> Any:
             return table
         except KdasError as exc:
             print(f"profiling again: {exc}")
-    cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, C=C, fit_networks=8)
+    cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, fit_networks=8, **macro)
     return profile_latency(cfg, path, force=True)
+
+
+def _macro(model: Any) -> dict[str, Any]:
+    return {"C": model.C, "layers": model.layers,
+            "reduction_positions": tuple(model.reduction_positions)}  # fmt: skip
 
 
 def _run(cfg: Any, seed: int, out: Path) -> dict[str, Any]:
@@ -67,22 +76,33 @@ def _run(cfg: Any, seed: int, out: Path) -> dict[str, Any]:
 
 
 def _latencies(
-    rows: list[dict[str, Any]], C: int, backends: list[str], repeats: int
+    rows: list[dict[str, Any]], backends: list[str], repeats: int
 ) -> dict[str, dict[str, float]]:
-    """ms per backend for every row's genotype (by label) and both teachers."""
+    """ms per backend for every row's genotype (by label, at its own macro) and both
+    teachers, all timed in turns in one window per backend."""
     from kdas.errors import BackendUnavailable
     from kdas.export.latency_profile import ProfileConfig, measure_models
 
     genotypes = {r["label"]: r["genotype_obj"] for r in rows}
     out: dict[str, dict[str, float]] = {}
     for backend in backends:
-        cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, C=C, repeats=repeats)
+        cfg = ProfileConfig(backend=backend, size=PRODUCTION_SIZE, repeats=repeats)
+        structures = {
+            r["label"]: ProfileConfig(backend=backend, size=PRODUCTION_SIZE, **r["macro"])
+            for r in rows
+        }
         try:
-            out[backend] = measure_models(genotypes, cfg, teachers=("resnet50", "resnet18"))
+            out[backend] = measure_models(
+                genotypes, cfg, teachers=("resnet50", "resnet18"), structures=structures
+            )
         except BackendUnavailable as exc:
             print(f"{backend}: {exc}")
         print(f"{backend}: {json.dumps(out.get(backend), default=str)}", flush=True)
     return out
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def _best(ms: dict[str, dict[str, float]], label: str) -> tuple[str, float]:
@@ -101,6 +121,18 @@ def main() -> None:
     parser.add_argument("--backends", default=",".join(CPU_BACKENDS))
     parser.add_argument("--repeats", type=int, default=25)
     parser.add_argument("--profile-again", action="store_true")
+    parser.add_argument(
+        "--layers",
+        type=int,
+        default=None,
+        help="cells of the budgeted students (default: the config's)",
+    )
+    parser.add_argument(
+        "--reductions",
+        default=None,
+        help="their reduction positions, e.g. 1,3 (default: the config's)",
+    )
+    parser.add_argument("--tag", default="", help="suffix of the result files and run folders")
     args = parser.parse_args()
 
     from kdas.pipeline.config import PipelineConfig
@@ -113,8 +145,14 @@ def main() -> None:
     pipeline = load_typed_config(PipelineConfig, ROOT / args.config)
     base = from_pipeline(pipeline)
     run_root = Path(pipeline.runs_dir) / pipeline.name
-    C = base.student.model.C
-    table = _table(args.backend, C, args.profile_again)
+    reference = _macro(base.student.model)  # the unconstrained students' structure
+    budgeted = dict(reference)
+    if args.layers is not None:
+        budgeted["layers"] = args.layers
+    if args.reductions is not None:
+        budgeted["reduction_positions"] = tuple(int(p) for p in args.reductions.split(","))
+    table = _table(args.backend, budgeted, args.profile_again)
+    C = budgeted["C"]
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     plan = [("none", s) for s in range(args.seeds)] + [(targets[0], s) for s in range(args.seeds)]
     plan += [(t, 0) for t in targets[1:]]
@@ -123,22 +161,28 @@ def main() -> None:
         cfg = copy.deepcopy(base)
         out = run_root / "ablation" / "dynamic" / f"seed{seed}"
         if target != "none":
+            for model in (cfg.search.model, cfg.student.model):
+                model.layers = budgeted["layers"]
+                model.reduction_positions = budgeted["reduction_positions"]
             cfg.search.ops = [op.strip() for op in args.ops.split(",")]
             cfg.search.latency.table, cfg.search.latency.target = str(table.path), target
             if args.weight is not None:
                 cfg.search.latency.weight = args.weight
-            out = run_root / "hw" / target / f"seed{seed}"
+            out = run_root / f"hw{args.tag}" / target / f"seed{seed}"
         started = time.perf_counter()
         row = _run(cfg, seed, out)
         row |= {"target": target, "label": f"{target}/seed{seed}"}
+        row["macro"] = reference if target == "none" else budgeted
         row["seconds"] = time.perf_counter() - started
-        row["predicted_ms"] = table.predict(row["genotype_obj"]).ms
-        print(f"{row['label']}: mAP {100 * row['mAP']:.1f}, predicted {row['predicted_ms']:.2f} "
-              f"ms ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+        # the table predicts the students of its own structure only
+        same = row["macro"] == budgeted
+        row["predicted_ms"] = table.predict(row["genotype_obj"]).ms if same else None
+        print(f"{row['label']}: mAP {100 * row['mAP']:.1f}, predicted {_ms(row['predicted_ms'])} "
+              f"({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         rows.append(row)
 
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    ms = _latencies(rows, C, backends, args.repeats)
+    ms = _latencies(rows, backends, args.repeats)
     teachers = {name: _best(ms, name) for name in ("resnet50", "resnet18")}
     r50_ms = teachers["resnet50"][1]
     for row in rows:
@@ -164,11 +208,13 @@ def main() -> None:
                     teachers["resnet18"][1], "backend": teachers["resnet18"][0], "batch": 1,
                     "cpu": cpu},
     }  # fmt: skip
-    plot_pareto(points, RESULTS / "bench_hw_search_pareto.png")
+    plot_pareto(points, RESULTS / f"bench_hw_search{args.tag}_pareto.png")
     result = {
         "cpu": cpu,
         "config": args.config,
         "student_C": C,
+        "macro_unconstrained": reference,
+        "macro_budgeted": budgeted,
         "size": list(PRODUCTION_SIZE),
         "table": str(table.path),
         "table_backend": table.backend,
@@ -180,13 +226,15 @@ def main() -> None:
         "pareto_front": [p["run"] for p in front(points["students"])],
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    (RESULTS / "bench_hw_search.json").write_text(json.dumps(result, indent=2, default=str))
+    (RESULTS / f"bench_hw_search{args.tag}.json").write_text(
+        json.dumps(result, indent=2, default=str)
+    )
     print(f"\n{cpu}; ResNet-50 best {teachers['resnet50'][0]} {r50_ms:.2f} ms; "
           f"student C={C} at {PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}, batch 1")  # fmt: skip
     print("| run | predicted ms | best backend | measured ms | x ResNet-50 | mAP | rank-1 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {r['label']} | {r['predicted_ms']:.2f} | {r['best_backend']} | "
+        print(f"| {r['label']} | {_ms(r['predicted_ms'])} | {r['best_backend']} | "
               f"{r['best_ms']:.2f} | {r['x_resnet50']:.2f} | {100 * r['mAP']:.1f} | "
               f"{100 * r['rank1']:.1f} |")  # fmt: skip
     for diff in paired:

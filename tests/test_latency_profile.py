@@ -20,6 +20,7 @@ from kdas.export import latency_blocks
 from kdas.export.latency_profile import (
     ProfileConfig,
     fit_correction,
+    measure_models,
     profile_latency,
     random_genotype,
     spearman,
@@ -97,6 +98,31 @@ def test_entries_are_block_time_less_overhead(
     assert table.fixed["stem"] == 0.25  # the first block timed after the overhead graph
     assert table.fixed["cell0.preprocess0"] == table.fixed["cell0.preprocess1"]
     assert len(set(timed)) == len(timed) - 1  # only the shared preprocessing entry repeats
+
+
+def test_measure_models_builds_each_student_at_its_structure(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Students of two macros and a teacher in one window: each student is built with its own
+    number of cells, every label comes back, and a structure for an unknown label is refused."""
+    built: list[Any] = []
+
+    def record(net: Any, size: Any, target: Any, work: Any, seed: int = 0) -> Any:
+        built.append(net)
+        return lambda: None
+
+    monkeypatch.setattr(latency_blocks, "network_call", record)
+    monkeypatch.setattr(latency_blocks, "time_interleaved", lambda calls, w, r: [1.0, 2.0, 3.0])
+    genotype = random_genotype(OPS, 2, np.random.default_rng(0), multiplier=2)
+    shallow = tiny(layers=2, reduction_positions=(1,))
+    times = measure_models(
+        {"deep": genotype, "shallow": genotype}, tiny(), teachers=("resnet18",),
+        structures={"shallow": shallow},
+    )  # fmt: skip
+    assert times == {"deep": 1.0, "shallow": 2.0, "resnet18": 3.0}
+    assert [len(net.backbone.cells) for net in built[:2]] == [3, 2]
+    with pytest.raises(KdasError, match="unknown students"):
+        measure_models({"deep": genotype}, tiny(), structures={"other": shallow})
 
 
 def test_table_loads_back_and_predicts(fp32_table: tuple[LatencyTable, Path]) -> None:
@@ -221,6 +247,25 @@ def test_cli_profile_then_validate(tmp_path: Path) -> None:
     assert len(report["rows"]) == 3 and report["backend"] == "ort-fp32"
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] >= 0 for r in report["rows"])
     assert set(report["corrected"]) == {"spearman", "median_abs_error"}
+
+
+def test_cli_profile_takes_the_student_macro(tmp_path: Path) -> None:
+    """--layers/--reductions reach the table (a shallower student needs its own table), and a
+    reduction outside the cells fails before any work."""
+    base = [
+        "latency", "profile", "--backend", "ort-fp32", "--size", "32x16", "--C", "4",
+        "--threads", "1", "--ops", "none,skip_connect,conv_1x1", "--teacher", "none",
+        "--repeats", "1", "--warmup", "0", "--fit-networks", "0",
+    ]  # fmt: skip
+    runner = CliRunner()
+    lut = tmp_path / "shallow.json"
+    result = runner.invoke(app, [*base, "--layers", "3", "--reductions", "1", "--out", str(lut)])
+    assert result.exit_code == 0, result.output
+    macro = load_latency_table(lut).macro
+    assert (macro.layers, tuple(macro.reduction_positions)) == (3, (1,))
+    bad = runner.invoke(app, [*base, "--layers", "3", "--reductions", "5", "--out", str(lut)])
+    assert bad.exit_code != 0 and "outside the 3 cells" in str(bad.exception) + bad.output
+    assert load_latency_table(lut).macro.layers == 3  # the table written before is untouched
 
 
 def test_validate_refuses_a_foreign_table(fp32_table: tuple[LatencyTable, Path]) -> None:

@@ -82,16 +82,21 @@ def test_a_reachable_target_is_met_and_the_repair_stops_there(seed: int) -> None
     assert sum(op == "skip_connect" for op, _ in fit.genotype.normal) <= 1
 
 
-def test_an_unreachable_target_returns_a_cell_no_single_swap_improves() -> None:
+def test_an_unreachable_target_keeps_the_argmax_cell_and_names_the_cheapest() -> None:
+    """Out of reach, the accuracy-chosen cell is kept; the cheapest cell the repair found is
+    reported, and no single swap improves on it (checked exhaustively)."""
     table, weights = hand_table(MACRO, SIZE, ops=PRIMITIVES), _weights(3)
     genotype = _argmax(weights)
     fit = fit_to_budget(genotype, weights, PRIMITIVES, table, 1e-3, max_skip_normal=1)
-    assert not fit.met and fit.predicted_ms < fit.argmax_ms
-    best = table.predict(fit.genotype).ms
+    assert not fit.met and fit.genotype == genotype and fit.swaps == []
+    assert fit.predicted_ms == fit.argmax_ms == table.predict(genotype).ms
+    assert fit.cheapest is not None and fit.cheapest_ms is not None
+    best = table.predict(fit.cheapest).ms
+    assert best == pytest.approx(fit.cheapest_ms) and best < fit.argmax_ms
     for cell in ("normal", "reduce"):
-        for position in range(len(getattr(fit.genotype, cell))):
+        for position in range(len(getattr(fit.cheapest, cell))):
             for op in PRIMITIVES[1:]:
-                trial = _with_op(fit.genotype, cell, position, op)
+                trial = _with_op(fit.cheapest, cell, position, op)
                 skips = sum(o == "skip_connect" for o, _ in trial.normal)
                 if cell == "normal" and skips > 1:
                     continue

@@ -111,7 +111,7 @@ def test_a_budget_below_the_fixed_costs_is_named(tmp_path: Path, capsys) -> None
     cfg.latency.target = "0.2x-teacher"  # 2 ms
     assert build_latency_term(cfg, PRIMITIVES, arch) is not None  # a warning, not an error
     printed = " ".join(capsys.readouterr().err.split())
-    assert "2.00 ms is below the 2.30 ms" in printed and "--C" in printed
+    assert "2.00 ms is below the 2.30 ms" in printed and "--layers" in printed
 
 
 def test_a_heavy_latency_term_derives_cheaper_cells(

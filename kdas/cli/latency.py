@@ -25,6 +25,10 @@ def profile_command(
     ),
     size: str = typer.Option(None, "--size", help="Input HxW, e.g. 256x128."),
     channels: int = typer.Option(None, "--C", help="The deployed (student) width C."),
+    layers: int = typer.Option(None, "--layers", help="Cells in the student (its macro)."),
+    reductions: str = typer.Option(
+        None, "--reductions", help="Reduction cell positions, e.g. 1,3 (the student's)."
+    ),
     threads: int = typer.Option(None, "--threads", help="Runtime intra-op threads."),
     batch: int = typer.Option(None, "--batch", help="Static batch size."),
     ops: str = typer.Option(
@@ -49,7 +53,8 @@ def profile_command(
 
     cfg = ProfileConfig(
         **common.given(
-            backend=backend, size=common.parse_size(size), C=channels, threads=threads,
+            backend=backend, size=common.parse_size(size), C=channels, layers=layers,
+            reduction_positions=common.parse_int_list(reductions), threads=threads,
             batch=batch, ops=common.op_set(ops), teacher=teacher, repeats=repeats, warmup=warmup,
             fit_networks=fit_networks, seed=seed,
         )

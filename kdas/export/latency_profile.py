@@ -366,18 +366,26 @@ def measure_genotype(
 def measure_models(
     genotypes: Mapping[str, Genotype], source: ProfileConfig | LatencyTable,
     teachers: Sequence[str] = (), work_dir: Path | None = None,
+    structures: Mapping[str, ProfileConfig] | None = None,
 ) -> dict[str, float]:  # fmt: skip
     """Whole-network latency (ms) of students with these genotypes (by label) and of these
     teachers (resnet18/34/50, by name), timed in turns in one window: compared side by side,
-    the machine's changing speed favours none of them."""
+    the machine's changing speed favours none of them. `structures` gives a student its own
+    macro (C, layers, reductions); the others take `source`'s. Backend, shape and threads are
+    always `source`'s."""
     from kdas.progress import make_progress
 
     cfg = source if isinstance(source, ProfileConfig) else ProfileConfig.from_table(source)
     cfg.validate()
     blocks.require_backend(cfg.backend)
-    builds: list[tuple[str, Callable[[], Any]]] = [
-        (label, partial(_student, genotype, cfg)) for label, genotype in genotypes.items()
-    ]
+    structures = dict(structures or {})
+    if unknown := sorted(set(structures) - set(genotypes)):
+        raise KdasError(f"measure_models: structures given for unknown students {unknown}")
+    builds: list[tuple[str, Callable[[], Any]]] = []
+    for label, genotype in genotypes.items():
+        macro = structures.get(label, cfg)
+        macro.validate()
+        builds.append((label, partial(_student, genotype, macro)))
     for name in teachers:
         builds.append((name, partial(_teacher, dataclasses.replace(cfg, teacher=name))))
     with (

@@ -167,7 +167,8 @@ class TableMacro:
             if theirs != value:
                 raise KdasError(
                     f"{where}: the latency table was measured for {name} = {value}, the network "
-                    f"has {theirs}: profile a table for this structure (kdas latency profile)"
+                    f"has {theirs}: profile a table for this structure (kdas latency profile --C, "
+                    "--layers, --reductions)"
                 )
 
 

@@ -6,8 +6,10 @@ docs/benchmarks.md), so the argmax cell can sit far above the budget while E[lat
 The repair is greedy: while the table's prediction exceeds the target, make the one op swap
 that gives up the least α weight per millisecond saved (same edge, same input, another op other
 than `none`; the normal cell's skip cap holds). It stops at the first genotype under the target,
-so every edge α is sure about keeps its op; when no swap saves time, the cheapest reachable cell
-is returned and `met` says the budget was out of reach.
+so every edge α is sure about keeps its op. When the swaps run out above the target, no cell of
+this structure meets it (its fixed costs take the budget): trading the cell's accuracy for a
+budget that stays missed helps nobody, so the α-argmax cell is kept, `met` is False and
+`cheapest_ms` says how close the structure can get (a shallower student is the fix).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class BudgetFit:
     argmax_ms: float  # the same for the argmax cell, before any swap
     met: bool
     swaps: list[dict[str, Any]] = field(default_factory=list)
+    cheapest_ms: float | None = None  # out of reach: the prediction of the cheapest cell found
+    cheapest: Genotype | None = None
 
 
 def _row(position: int, input_index: int) -> int:
@@ -96,4 +100,6 @@ def fit_to_budget(
                       "from": getattr(current, cell)[position][0], "to": alt,
                       "saved_ms": saved, "alpha_lost": lost})  # fmt: skip
         current, ms = trial, ms - saved
-    return BudgetFit(current, ms, argmax_ms, ms <= target_ms, swaps)
+    if ms > target_ms:
+        return BudgetFit(genotype, argmax_ms, argmax_ms, False, [], ms, current)
+    return BudgetFit(current, ms, argmax_ms, True, swaps)

@@ -146,6 +146,7 @@ def build_latency_term(cfg: Any, primitives: Sequence[str], arch: Any) -> Latenc
         console.log(
             f"[yellow]latency target {target:.2f} ms is below the {floor:.2f} ms that stem, "
             f"input preprocessing and head cost at C={table.macro.C} on their own[/]: no cell "
-            "can meet it; profile the table at a narrower width (kdas latency profile --C)"
+            "can meet it; search a shallower student (model.layers, with a table from "
+            "kdas latency profile --layers --reductions)"
         )
     return LatencyTerm(table, primitives, arch.steps, target, lat.weight)

@@ -143,6 +143,8 @@ def _latency_record(
     }
     if fit is not None:
         record |= {"argmax_ms": fit.argmax_ms, "swaps": len(fit.swaps), "met": fit.met}
+        if fit.cheapest_ms is not None:
+            record["cheapest_ms"] = fit.cheapest_ms
     return {"latency": record}
 
 
@@ -318,9 +320,11 @@ def run_search(
     genotype, fit = derive(cfg, model, latency)
     if fit is not None and not fit.met:
         console.log(
-            f"[yellow]no cell meets the latency target {latency.target_ms:.2f} ms[/]: the "
-            f"cheapest reachable one is predicted at {fit.predicted_ms:.2f} ms (written); "
-            "profile a narrower width (kdas latency profile --C) or raise the target"
+            f"[yellow]no cell meets the latency target {latency.target_ms:.2f} ms[/] (the "
+            f"cheapest is predicted at {fit.cheapest_ms:.2f} ms), so the α-argmax cell is "
+            f"written unchanged ({fit.predicted_ms:.2f} ms): search a shallower student "
+            "(model.layers, its table from kdas latency profile --layers --reductions) or "
+            "raise the target"
         )
     history = runner.log.read() if runner.ctx.is_main else []
     if runner.ctx.is_main:
