@@ -44,7 +44,11 @@ def _table(backend: str, macro: dict[str, Any], force: bool) -> Any:
     from kdas.models.latency_table import check_fingerprint, load_latency_table
 
     name = f"lut-{backend}-{PRODUCTION_SIZE[0]}x{PRODUCTION_SIZE[1]}-C{macro['C']}"
-    if (macro["layers"], tuple(macro["reduction_positions"])) != (8, (2, 4, 6)):
+    default = ProfileConfig()  # the structure the plain file name stands for
+    if (macro["layers"], tuple(macro["reduction_positions"])) != (
+        default.layers,
+        default.reduction_positions,
+    ):
         name += f"-L{macro['layers']}-R{''.join(str(p) for p in macro['reduction_positions'])}"
     path = RESULTS / f"{name}.json"
     if path.is_file() and not force:
