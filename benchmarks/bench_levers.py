@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from kdas.engine.config import StudentTrainConfig
+from kdas.engine.runner import has_checkpoint
 from kdas.engine.stages import train_student
 from kdas.files import CONFIG_FILE, GENOTYPE_FILE, METRICS_FILE
 from kdas.pipeline.config import PipelineConfig
@@ -72,7 +73,7 @@ def main() -> None:
             out = out_dir / lever / f"seed{seed}"
             started = time.perf_counter()
             if not (out / CONFIG_FILE).is_file():
-                train_student(cfg, out, resume=True)
+                train_student(cfg, out, resume=has_checkpoint(out))
             seconds = time.perf_counter() - started
             _wait_for(base / "student" / METRICS_FILE)
             mine, ref = _final(out), _final(base / "student")

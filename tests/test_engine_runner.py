@@ -96,3 +96,62 @@ def test_resume_refuses_another_config(
 def test_evaluation_epochs() -> None:
     assert [e for e in range(10) if wants_eval(e, 10, 3)] == [2, 5, 8, 9]
     assert [e for e in range(4) if wants_eval(e, 4, 0)] == [3]  # 0: only the last epoch
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    from bad_inputs import snapshot
+
+    return snapshot(folder)
+
+
+def test_force_restores_the_earlier_run_when_the_new_one_fails_to_start(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdas.engine import runner
+
+    out = tmp_path / "t"
+    train_teacher(teacher_config(tiny_market, epochs=1), out)
+    before = _hashes(out)
+
+    def no_space(path: Path, state: dict) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runner, "save_checkpoint", no_space)
+    with pytest.raises(OSError, match="No space"):
+        train_teacher(teacher_config(tiny_market, epochs=1), out, force=True)
+    assert _hashes(out) == before  # the old run is back, byte for byte
+    assert not (out / runner.SET_ASIDE_DIR).exists()
+
+
+def test_force_replaces_the_run_once_the_new_one_has_checkpointed(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kdas.engine import runner
+
+    out = tmp_path / "t"
+    train_teacher(teacher_config(tiny_market, epochs=1), out)
+    old_weights = (out / WEIGHTS_FILE).read_bytes()
+    crash_after_first_checkpoint(
+        monkeypatch, lambda: train_teacher(teacher_config(tiny_market, epochs=2), out, force=True)
+    )
+    assert not (out / runner.SET_ASIDE_DIR).exists()  # the new run is the one to resume
+    assert not (out / WEIGHTS_FILE).exists()
+    train_teacher(teacher_config(tiny_market, epochs=2), out, resume=True)
+    assert (out / WEIGHTS_FILE).read_bytes() != old_weights
+
+
+def test_an_interrupted_force_is_undone_at_the_next_start(
+    tiny_market: Path, tmp_path: Path
+) -> None:
+    """kill -9 between setting the old run aside and the new run's first checkpoint leaves the
+    old files in OUT/.kdas-replaced; the next command puts them back before anything else."""
+    from kdas.engine import runner
+
+    out = tmp_path / "t"
+    train_teacher(teacher_config(tiny_market, epochs=1), out)
+    before = _hashes(out)
+    runner.SetAside(out).begin()  # what the killed --force had done
+    assert not (out / WEIGHTS_FILE).exists()
+    with pytest.raises(KdasError, match="already holds a trained model"):
+        train_teacher(teacher_config(tiny_market, epochs=1), out)
+    assert _hashes(out) == before

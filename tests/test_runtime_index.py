@@ -394,11 +394,12 @@ def test_killed_process_mid_save_keeps_the_previous_index(tmp_path: Path, data) 
     )
     result = subprocess.run([sys.executable, "-c", code], timeout=120, check=False)
     assert result.returncode == 9
-    reopened = GalleryIndex.open(folder)
-    assert len(reopened) == len(x)
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".index.")]
     assert leftovers, "the crash should have left its temp folder behind"
     assert all(p.name.endswith(".tmp") for p in tmp_path.iterdir() if p.name.startswith("."))
+    reopened = GalleryIndex.open(folder)  # and opening the index removes it
+    assert len(reopened) == len(x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index", "x.npy"]
     assert sorted(os.listdir(folder)) == ["gallery.sqlite", "index.faiss", "manifest.json"]
 
 

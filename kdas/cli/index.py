@@ -64,8 +64,10 @@ def build_command(
 ) -> None:
     """Embed a gallery with a model (.onnx, OpenVINO .xml or TensorRT .engine) and write a
     self-contained index folder."""
+    from kdas.runtime.index_persistence import check_target
     from kdas.runtime.pipeline import build_index
 
+    check_target(out)  # before reading the gallery: a file or foreign folder is never replaced
     records = _gallery_records(
         gallery, layout, common.layout_options(variant, merge_val, distractors) or {}
     )
@@ -163,6 +165,10 @@ def query_command(
     from kdas.runtime.picture import query_picture
     from kdas.runtime.pipeline import query_index
 
+    if picture is not None:
+        from kdas.utils.outputs import check_out_file
+
+        check_out_file(picture, option="--picture", example="hits.png")
     parsed = [market_name(p) or (None, None) for p in images]
     cams = [camid if camid is not None else c for _, c in parsed]
     if exclude_same_camera and any(c is None for c in cams):

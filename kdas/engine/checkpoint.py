@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from kdas.errors import KdasError
+from kdas.models.safe_load import load_torch_file
 from kdas.utils.atomic import atomic_output_path
 
 
@@ -68,9 +69,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not path.is_file():
         raise KdasError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
+        return load_torch_file(path, "checkpoint", map_location)
+    except KdasError as exc:
         raise KdasError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}); it is truncated or not a "
-            "kdas checkpoint: delete it to start over, or restore it from a copy"
+            f"{exc}: delete it to start over (--force), or restore it from a copy"
         ) from None

@@ -13,6 +13,7 @@ from kdas.constants import DEFAULT_INPUT_SIZE, DEFAULT_LAYOUT, AutocastPrecision
 from kdas.losses.config import LossConfig
 from kdas.losses.distillation import KDSchedule
 from kdas.models.spec import StudentArch, TeacherArch
+from kdas.utils.config import bounded
 
 
 @dataclass
@@ -20,53 +21,57 @@ class DataConfig:
     root: str = ""
     layout: str = DEFAULT_LAYOUT
     options: dict[str, Any] = field(default_factory=dict)  # layout options (variant, merge_val...)
-    size: tuple[int, int] = DEFAULT_INPUT_SIZE  # (height, width)
-    p: int = 8  # identities per batch
-    k: int = 4  # images per identity
-    batches_per_epoch: int | None = None  # None: about one pass over the images
-    num_workers: int = 2
+    size: tuple[int, int] = bounded(DEFAULT_INPUT_SIZE, ge=4)  # (height, width)
+    p: int = bounded(8, ge=2)  # identities per batch (batch-hard triplet: >= 2)
+    k: int = bounded(4, ge=1)  # images per identity
+    batches_per_epoch: int | None = bounded(None, ge=1)  # None: about one pass over the images
+    num_workers: int = bounded(2, ge=0)
     skip_corrupt: bool = False
-    flip_prob: float = 0.5
-    pad: int = 10
-    random_erasing: float = 0.5  # teacher (BoT); search and student default to 0 (paper 4.2)
+    flip_prob: float = bounded(0.5, ge=0, le=1)
+    pad: int = bounded(10, ge=0)
+    random_erasing: float = bounded(
+        0.5, ge=0, le=1
+    )  # teacher (BoT); search and student default to 0 (paper 4.2)
     # training identities held out as a validation split (epoch choice, monitoring); the same
     # data section gives the teacher, the search and the student the same training classes
-    val_fraction: float = 0.1
+    val_fraction: float = bounded(0.1, ge=0, lt=1)
     val_seed: int = 0
 
 
 @dataclass
 class OptimConfig:
     optimizer: Literal["adam", "sgd"] = "adam"
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
+    lr: float = bounded(3.5e-4, gt=0)
+    weight_decay: float = bounded(5e-4, ge=0)
+    momentum: float = bounded(0.9, ge=0, lt=1)
     schedule: Literal["cosine", "multistep", "constant"] = "cosine"
     # None: scaled to the run (10 % of the epochs, at most 10: the paper's 10 of 200); a
     # number is used as given
-    warmup_epochs: int | None = None
-    warmup_factor: float = 0.01
+    warmup_epochs: int | None = bounded(None, ge=0)
+    warmup_factor: float = bounded(0.01, gt=0, le=1)
     # None: BoT's 40 and 70 of 120 epochs, scaled to the run's length
-    milestones: tuple[int, ...] | None = None
-    gamma: float = 0.1
-    min_lr: float = 0.0  # where cosine ends
-    grad_clip: float | None = None
+    milestones: tuple[int, ...] | None = bounded(None, ge=0)
+    gamma: float = bounded(0.1, gt=0)
+    min_lr: float = bounded(0.0, ge=0)  # where cosine ends
+    grad_clip: float | None = bounded(None, gt=0)
 
 
 @dataclass
 class RunConfig:
-    epochs: int = 60
+    epochs: int = bounded(60, ge=1)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: AutocastPrecision = "fp32"  # bf16 autocast on CPU or CUDA, fp16 CUDA
     channels_last: bool | None = None  # None: on CUDA only
-    threads: int | None = None  # torch intra-op threads on CPU
-    eval_every: int = 10  # 0: evaluate once, at the end (on the validation split, if any)
+    threads: int | None = bounded(None, ge=1)  # torch intra-op threads on CPU
+    eval_every: int = bounded(
+        10, ge=0
+    )  # 0: evaluate once, at the end (on the validation split, if any)
     # the weights written: the last epoch's, or those of the evaluated epoch with the best
     # validation mAP (needs data.val_fraction > 0); the test split only ever sees those
     keep: Literal["last", "best-val"] = "last"
     eval_flip: bool = False
-    eval_batch_size: int = 64
+    eval_batch_size: int = bounded(64, ge=1)
     progress: bool = True
 
 

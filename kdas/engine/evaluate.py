@@ -14,6 +14,7 @@ from kdas.engine.distributed import DistContext, broadcast_object, gather_arrays
 from kdas.engine.precision import autocast_dtype, check_precision, resolve_device
 from kdas.files import CMC_PLOT, EVAL_DIR, METRICS_FILE, RANK_LIST_PLOT
 from kdas.utils.atomic import atomic_write_json
+from kdas.utils.outputs import check_out_dir
 
 
 def _extract_sharded(
@@ -111,6 +112,7 @@ def evaluate_artifact(
     from kdas.evaluation.plots import plot_cmc, plot_rank_list
     from kdas.models import load as load_model
 
+    out = check_out_dir(Path(out_dir) if out_dir else Path(model_dir) / EVAL_DIR)
     loaded = load_model(str(model_dir))
     splits = load_dataset(data_root, layout, **(options or {}))
     ctx = DistContext(device=resolve_device(device))
@@ -132,7 +134,6 @@ def evaluate_artifact(
         for records in (splits.query, splits.gallery)
     ]
     result, distmat = evaluate_features(*feats, rerank=rerank)
-    out = Path(out_dir) if out_dir else Path(model_dir) / EVAL_DIR
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "model": str(model_dir),

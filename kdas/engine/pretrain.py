@@ -36,7 +36,8 @@ from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec, StudentArch
 from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
-from kdas.utils.config import config_hash, to_dict
+from kdas.utils.config import check_bounds, config_hash, to_dict
+from kdas.utils.outputs import check_out_dir
 
 STAGE = "pretrain"  # config.json's `stage`
 TOP_K = 5
@@ -95,11 +96,6 @@ def _check_config(cfg: PretrainConfig) -> None:
         raise KdasError(f"drop_path_prob must be in [0, 1), got {cfg.model.drop_path_prob}")
     if cfg.run.keep != "last":
         raise KdasError("kdas pretrain writes the last epoch's weights: set run.keep = 'last'")
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise KdasError(f"--out {out_dir} is a file; give a folder for the pre-trained model")
 
 
 def top_k_correct(logits: torch.Tensor, labels: torch.Tensor, k: int) -> tuple[int, int]:
@@ -282,8 +278,9 @@ def pretrain(
     from kdas.models.genotype import genotype_to_dict, load_genotype
 
     out_dir = Path(out_dir)
+    check_bounds(cfg)
     _check_config(cfg)
-    _check_out_dir(out_dir)
+    check_out_dir(out_dir)
     genotype = genotype_to_dict(load_genotype(cfg.genotype))
     splits = scan_image_folder(cfg.data.root)  # before --force may clear anything
     runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)

@@ -43,13 +43,18 @@ from kdas.files import (
     GENOTYPE_FILE,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    SEARCH_LOG,
     TRAIN_LOG,
     WEIGHTS_FILE,
 )
 from kdas.progress import console, make_progress
+from kdas.utils.outputs import check_out_dir
 
-# What `--force` clears from a stage folder before it starts again.
-STAGE_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, TRAIN_LOG, CHECKPOINT_DIR, GENOTYPE_FILE)
+# What `--force` sets aside from a stage folder when the new run starts.
+STAGE_FILES = (
+    CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, TRAIN_LOG, SEARCH_LOG, CHECKPOINT_DIR, GENOTYPE_FILE
+)  # fmt: skip
+SET_ASIDE_DIR = ".kdas-replaced"
 
 
 @dataclass
@@ -119,24 +124,100 @@ def wants_eval(epoch: int, epochs: int, every: int) -> bool:
     return last or (every > 0 and (epoch + 1) % every == 0)
 
 
-def prepare_stage_dir(out_dir: Path, resume: bool, force: bool) -> None:
-    """Never clobber work by accident: a finished or unfinished run needs --force or --resume."""
+def has_checkpoint(out_dir: str | Path) -> bool:
+    """Whether `out_dir` holds a run that `--resume` can continue."""
+    return (Path(out_dir) / LAST_CHECKPOINT).is_file()
+
+
+def _stage_entries(out_dir: Path) -> list[Path]:
+    return [out_dir / name for name in STAGE_FILES if (out_dir / name).exists()]
+
+
+def recover_set_aside(out_dir: Path) -> None:
+    """Finish what an interrupted `--force` left: the earlier run comes back when the new one
+    never wrote its first checkpoint; otherwise the new run owns the folder and the old one goes."""
+    aside = out_dir / SET_ASIDE_DIR
+    if not aside.is_dir():
+        return
+    if _stage_entries(out_dir):
+        shutil.rmtree(aside)
+        return
+    for entry in sorted(aside.iterdir()):
+        entry.rename(out_dir / entry.name)
+    aside.rmdir()
+    console.log(f"restored the run in {out_dir} that an interrupted --force had set aside")
+
+
+def check_stage_dir(out_dir: Path, resume: bool, force: bool) -> None:
+    """Never clobber work by accident, and never start what the user did not ask for: a
+    finished or unfinished run needs --force or --resume, and --resume needs a checkpoint.
+    Writes nothing (but the recovery of an interrupted --force)."""
+    check_out_dir(out_dir)
+    recover_set_aside(out_dir)
     if force:
-        for name in STAGE_FILES:
-            target = out_dir / name
+        return
+    finished = (out_dir / CONFIG_FILE).is_file()
+    if resume:
+        if has_checkpoint(out_dir):
+            return
+        if finished:
+            raise KdasError(
+                f"nothing to resume: {out_dir} holds a finished run whose checkpoint "
+                f"({LAST_CHECKPOINT}) is gone; pass --force to train again"
+            )
+        raise KdasError(
+            f"nothing to resume: {out_dir} has no checkpoint ({LAST_CHECKPOINT}); "
+            "run without --resume to start"
+        )
+    if finished:
+        raise KdasError(f"{out_dir} already holds a trained model; pass --force to train again")
+    if has_checkpoint(out_dir):
+        raise KdasError(
+            f"{out_dir} holds an unfinished run; pass --resume to continue it or --force to restart"
+        )
+
+
+class SetAside:
+    """`--force` without loss: the earlier run's files move into OUT/.kdas-replaced when the
+    new run starts, come back if it fails before its first checkpoint, and are deleted once
+    that checkpoint is written (from then on the new run is the one to resume)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.aside = out_dir / SET_ASIDE_DIR
+        self.active = False
+
+    def begin(self) -> None:
+        entries = _stage_entries(self.out_dir)
+        if not entries:
+            return
+        self.aside.mkdir()
+        for entry in entries:
+            entry.rename(self.aside / entry.name)
+        self.active = True
+
+    def restore(self) -> None:
+        """After a failure: the old run comes back unless the new one has a checkpoint."""
+        if not self.active:
+            return
+        if has_checkpoint(self.out_dir):
+            self.discard()
+            return
+        for name in STAGE_FILES:  # what the failed start wrote
+            target = self.out_dir / name
             if target.is_dir():
                 shutil.rmtree(target)
             elif target.exists():
                 target.unlink()
-        return
-    if resume:
-        return
-    if (out_dir / CONFIG_FILE).is_file():
-        raise KdasError(f"{out_dir} already holds a trained model; pass --force to train again")
-    if (out_dir / LAST_CHECKPOINT).is_file():
-        raise KdasError(
-            f"{out_dir} holds an unfinished run; pass --resume to continue it or --force to restart"
-        )
+        for entry in sorted(self.aside.iterdir()):
+            entry.rename(self.out_dir / entry.name)
+        self.aside.rmdir()
+        self.active = False
+
+    def discard(self) -> None:
+        if self.active:
+            shutil.rmtree(self.aside)
+            self.active = False
 
 
 def seed_everything(run: RunConfig, ctx: DistContext) -> None:
@@ -153,8 +234,11 @@ class EpochRunner:
     """Runs an `EpochJob` for `run.epochs` epochs in `out_dir`; rank 0 writes the log and the
     checkpoint after every epoch."""
 
-    def __init__(self, run: RunConfig, out_dir: Path, ctx: DistContext, log_name: str) -> None:
+    def __init__(
+        self, run: RunConfig, out_dir: Path, ctx: DistContext, log_name: str, force: bool = False
+    ) -> None:
         self.run_config = run
+        self.force = force
         self.out_dir = Path(out_dir)
         self.ctx = ctx
         self.log = JsonlLog(self.out_dir / log_name)
@@ -167,15 +251,16 @@ class EpochRunner:
     def open(
         cls, run: RunConfig, out_dir: str | Path, log_name: str, resume: bool, force: bool
     ) -> EpochRunner:
-        """Join DDP, check the precision, guard the output folder (rank 0) and seed."""
+        """Join DDP, check the precision, check the output folder (rank 0) and seed. Nothing is
+        written or removed until `fit` starts, so the stage can still validate its inputs."""
         out_dir = Path(out_dir)
         ctx = setup_distributed(run.device)
         check_precision(run.precision, ctx.device)
         if ctx.is_main:
-            prepare_stage_dir(out_dir, resume, force)
+            check_stage_dir(out_dir, resume, force)
         barrier(ctx)
         seed_everything(run, ctx)
-        return cls(run, out_dir, ctx, log_name)
+        return cls(run, out_dir, ctx, log_name, force=force)
 
     @property
     def device(self) -> torch.device:
@@ -220,6 +305,17 @@ class EpochRunner:
         return start_epoch
 
     def fit(self, job: EpochJob, resume: bool, resume_key: str) -> RunSummary:
+        set_aside = SetAside(self.out_dir)
+        if self.ctx.is_main and self.force:
+            set_aside.begin()
+        try:
+            return self._fit(job, resume and not self.force, resume_key, set_aside)
+        except BaseException:
+            if self.ctx.is_main:
+                set_aside.restore()
+            raise
+
+    def _fit(self, job: EpochJob, resume: bool, resume_key: str, set_aside: SetAside) -> RunSummary:
         run, ctx = self.run_config, self.ctx
         start_epoch, done = 0, 0
         self.stopped: str | None = None
@@ -237,6 +333,8 @@ class EpochRunner:
                 if self.stopped:
                     record["stopped"] = self.stopped
                 self._checkpoint(job, epoch, record, resume_key)
+                if ctx.is_main:
+                    set_aside.discard()  # the new run can be resumed now
                 done = epoch + 1
                 if self.stopped and ctx.is_main:
                     console.log(f"{job.label} stopped after epoch {epoch + 1}: {self.stopped}")

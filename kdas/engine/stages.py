@@ -24,7 +24,7 @@ from kdas.models.builder import build_model
 from kdas.models.spec import ModelSpec
 from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
-from kdas.utils.config import config_hash, to_dict
+from kdas.utils.config import check_bounds, config_hash, to_dict
 
 
 def load_splits(data: DataConfig) -> ReIDSplits:
@@ -92,7 +92,7 @@ def load_distillation_teacher(
         raise KdasError(f"loss.kd.mode = {loss.kd.mode!r} needs --teacher DIR (or use --kd none)")
     from kdas.models import load as load_model
 
-    model = load_model(teacher).model
+    model = load_model(teacher, expect=("teacher",), role="--teacher").model
     if model.num_classes != num_classes:
         raise KdasError(
             f"teacher {teacher} knows {model.num_classes} identities but the training set has "
@@ -107,6 +107,7 @@ def train_teacher(
 ) -> TrainResult:
     """Train the ResNet teacher with CE + triplet (distillation is for students)."""
     out_dir = Path(out_dir)
+    check_bounds(cfg)
     if cfg.loss.uses_teacher:
         raise KdasError(
             "the teacher trains on labels: set loss.kd.mode = 'none' and loss.lambda_feature = 0"
@@ -136,6 +137,7 @@ def train_student(
     from kdas.models.genotype import genotype_to_dict, load_genotype
 
     out_dir = Path(out_dir)
+    check_bounds(cfg)
     if not cfg.genotype:
         raise KdasError("no genotype given: pass --genotype runs/NAME/search/genotype.json")
     if not 0.0 <= cfg.model.drop_path_prob < 1.0:

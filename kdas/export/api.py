@@ -21,6 +21,7 @@ from kdas.export.quantize import DEFAULT_CALIBRATION_METHOD
 from kdas.export.tensorrt_build import PROFILE_BATCHES, profile_up_to
 from kdas.files import CONFIG_FILE, IR_SUFFIXES, ONNX_SUFFIXES
 from kdas.models.artifacts import read_artifact_config
+from kdas.utils.outputs import check_out_file
 
 TARGETS = ("onnx", "tensorrt", "openvino")
 
@@ -172,14 +173,24 @@ def _check_openvino(precision: str) -> None:
     check_precision_supported(precision)
 
 
+# The file name each target is written under, so `--out notes.txt` cannot overwrite a file
+# that is not an export.
+_OUT_SUFFIXES = {
+    "onnx": ((".onnx",), "an ONNX model is written as NAME.onnx"),
+    "openvino": ((".xml",), "an OpenVINO IR is written as NAME.xml (with NAME.bin beside it)"),
+    "tensorrt": ((".engine", ".plan"), "a TensorRT engine is written as NAME.engine"),
+}
+
+
 def _check_out(to: str, out: str | os.PathLike[str] | None) -> None:
-    """`--out` names a file to write: not a folder, and an IR's .xml (its .bin goes beside)."""
+    """`--out` names a file to write: not a folder, with its target's suffix, in a folder
+    that exists or can be made."""
     if out is None:
         return
     out = Path(out)
     if out.is_dir():
         raise KdasError(f"--out {out} is a folder: give the path of the file to write")
-    if to == "openvino" and out.suffix.lower() != ".xml":
-        raise KdasError(
-            f"--out {out}: an OpenVINO IR is written as NAME.xml (with NAME.bin beside it)"
-        )
+    suffixes, rule = _OUT_SUFFIXES.get(to, ((), ""))
+    if suffixes and out.suffix.lower() not in suffixes:
+        raise KdasError(f"--out {out}: {rule}")
+    check_out_file(out)

@@ -34,6 +34,7 @@ from kdas.export.backends import BACKEND_NOTES, BACKENDS, OPENVINO_BACKENDS, mak
 from kdas.files import BENCH_FILE, BENCH_PLOT, BENCH_TABLE, EXPORT_DIR
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.machine import cpu_model
+from kdas.utils.outputs import check_out_dir
 
 MODEL_ROLES = ("student", "teacher")
 
@@ -322,6 +323,7 @@ def run_bench(
         raise KdasError("give at least one model folder: --student and/or --teacher")
     # default: the run's export folder, beside the exported files (runs/NAME/export)
     out = Path(out) if out else Path(next(iter(models.values()))).resolve().parent / EXPORT_DIR
+    check_out_dir(out)
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

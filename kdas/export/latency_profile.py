@@ -43,6 +43,7 @@ from kdas.models.latency_table import (
     machine_fingerprint,
 )
 from kdas.utils.atomic import atomic_write_json
+from kdas.utils.outputs import check_out_file
 
 FIT_CLASSES = 10  # classifier rows of the measured networks: not in the exported graph anyway
 
@@ -162,19 +163,8 @@ def random_genotype(
 
 
 def check_out_path(out_path: str | os.PathLike[str], force: bool = False) -> Path:
-    """A file kdas may write: not a folder, not an existing file unless `force`, in a folder
-    that exists or can be made. Checked before the minutes of measuring start."""
-    path = Path(out_path)
-    if path.is_dir():
-        raise KdasError(f"--out {path} is a folder: give a file name, e.g. {path / 'lut.json'}")
-    if path.exists() and not force:
-        raise KdasError(f"{path} exists: pass --force to overwrite it")
-    ancestor = path.absolute().parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        raise KdasError(f"cannot write {path}: {ancestor} is not a writable folder")
-    return path
+    """The table's file, checked before the minutes of measuring start."""
+    return check_out_file(out_path, force, example="lut.json")
 
 
 def fit_correction(raw_ms: Sequence[float], measured_ms: Sequence[float]) -> Correction:

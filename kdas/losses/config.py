@@ -10,18 +10,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kdas.losses.distillation import KDSchedule
+from kdas.utils.config import bounded
 
 
 @dataclass
 class LossConfig:
     kd: KDSchedule = field(default_factory=KDSchedule)  # mode "none": labels only
-    lambda_kd: float = 1.0
-    lambda_triplet: float = 1.0
-    margin: float = 0.3  # batch-hard triplet margin
-    label_smoothing: float = 0.1  # ε of the label-smoothed CE inside L_d
+    lambda_kd: float = bounded(1.0, ge=0)
+    lambda_triplet: float = bounded(1.0, ge=0)
+    margin: float = bounded(0.3, ge=0)  # batch-hard triplet margin
+    label_smoothing: float = bounded(0.1, ge=0, lt=1)  # ε of the label-smoothed CE inside L_d
     # feature-map distillation (retraining only): the student's last map through a 1×1 adapter
     # regresses the teacher's; 0 turns it off (the paper's objective)
-    lambda_feature: float = 0.0
+    lambda_feature: float = bounded(0.0, ge=0)
 
     @property
     def uses_teacher(self) -> bool:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from kdas.losses.cross_entropy import label_smoothed_cross_entropy
 from kdas.losses.precision import at_least_fp32
+from kdas.utils.config import bounded
 
 KDMode = Literal["none", "constant", "dynamic"]
 
@@ -39,9 +40,9 @@ class KDSchedule:
     The number of epochs is the run's (`run.epochs`), passed in, never stored twice."""
 
     mode: KDMode = "none"
-    t0: float = 2.0
-    t_floor: float = 1.0
-    decay_fraction: float = 0.95
+    t0: float = bounded(2.0, gt=0)
+    t_floor: float = bounded(1.0, gt=0)
+    decay_fraction: float = bounded(0.95, gt=0, le=1)
 
     def decay_epochs(self, epochs: int) -> float:
         return max(self.decay_fraction * epochs, 1e-9)

@@ -85,10 +85,41 @@ def read_artifact_config(path: str | Path) -> dict[str, Any]:
         raise KdasError(f"{config_path} is not valid JSON ({exc}); re-run the stage") from None
 
 
-def load_model_artifact(path: str | Path, map_location: str = "cpu") -> LoadedModel:
-    """Rebuild the network from config.json, load its safetensors weights, set eval mode."""
+# What each stage's folder is, for the message when one is given where another is expected.
+_MADE_BY = {
+    "teacher": "`kdas teacher train` (runs/NAME/teacher)",
+    "student": "`kdas train` (runs/NAME/student)",
+    "search": "`kdas search` (runs/NAME/search)",
+    "pretrain": "`kdas pretrain`",
+}
+
+
+def check_artifact_kind(
+    path: Path, config: dict[str, Any], expect: tuple[str, ...], role: str
+) -> None:
+    """A folder of the wrong stage (a student given as --teacher, a search folder given as a
+    model) is refused where it is consumed, before it can train or export the wrong thing."""
+    kind = config.get("stage") or (config.get("model") or {}).get("kind") or "unknown"
+    if kind in expect:
+        return
+    wanted = " or ".join(_MADE_BY.get(k, k) for k in expect)
+    raise KdasError(
+        f"{role} {path} holds a {kind} (made by {_MADE_BY.get(kind, 'an unknown stage')}), "
+        f"but a folder made by {wanted} is needed"
+    )
+
+
+def load_model_artifact(
+    path: str | Path,
+    map_location: str = "cpu",
+    expect: tuple[str, ...] | None = None,
+    role: str = "model folder",
+) -> LoadedModel:
+    """Rebuild the network from config.json, load its safetensors weights, set eval mode.
+    `expect`: the stages whose folders are accepted (None: any model)."""
     path = Path(path)
     config = read_artifact_config(path)
+    check_artifact_kind(path, config, expect or ("teacher", "student", "pretrain"), role)
     if "model" not in config:
         raise KdasError(f"{path / CONFIG_FILE} has no `model` section; re-run the stage")
     spec = from_dict(ModelSpec, config["model"], where=f"{path / CONFIG_FILE}:model")

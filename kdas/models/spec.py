@@ -12,13 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from kdas.constants import DEFAULT_INPUT_SIZE, IMAGENET_MEAN, IMAGENET_STD
-from kdas.utils.config import from_dict
+from kdas.utils.config import bounded, from_dict
 
 
 @dataclass
 class TeacherArch:
     name: Literal["resnet18", "resnet34", "resnet50"] = "resnet50"
-    last_stride: int = 1
+    last_stride: int = bounded(1, ge=1, le=2)
     imagenet_weights: str | None = None  # a local torchvision .pth / .safetensors file
     zero_init_residual: bool = False  # last BN of each residual block at γ = 0 (from scratch)
 
@@ -33,24 +33,26 @@ class MacroConfig:
     """
 
     C: int
-    layers: int = 8
-    reduction_positions: tuple[int, ...] = (2, 4, 6)  # 0-based: the 3rd, 5th and 7th cells
-    stem_multiplier: int = 3
+    layers: int = bounded(8, ge=1)
+    reduction_positions: tuple[int, ...] = bounded(
+        (2, 4, 6), ge=0
+    )  # 0-based: the 3rd, 5th and 7th cells
+    stem_multiplier: int = bounded(3, ge=1)
 
 
 @dataclass
 class StudentArch(MacroConfig):
-    C: int = 64
-    drop_path_prob: float = 0.0  # the engine schedules it during training
+    C: int = bounded(64, ge=1)
+    drop_path_prob: float = bounded(0.0, ge=0, lt=1)  # the engine schedules it during training
 
 
 @dataclass
 class SupernetArch(MacroConfig):
     """The supernet's structure; the primitive set is the search's choice (`SupernetConfig`)."""
 
-    C: int = 32
-    steps: int = 4  # intermediate nodes per cell
-    multiplier: int = 4  # the cell output concatenates the last `multiplier` nodes
+    C: int = bounded(32, ge=1)
+    steps: int = bounded(4, ge=1)  # intermediate nodes per cell
+    multiplier: int = bounded(4, ge=1)  # the cell output concatenates the last `multiplier` nodes
 
 
 Arch = TypeVar("Arch", bound=MacroConfig)

@@ -61,16 +61,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise KdasError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated or foreign files fail in many ways
-        raise KdasError(
-            f"cannot read weights {path}: {type(exc).__name__}: {exc}".splitlines()[0]
-        ) from None
+        except Exception as exc:  # truncated or foreign files fail in many ways
+            raise KdasError(
+                f"cannot read weights {path}: {type(exc).__name__}: {exc}".splitlines()[0]
+            ) from None
+    from kdas.models.safe_load import load_torch_file
+
+    state = load_torch_file(path, "weights file")
     if isinstance(state, Mapping) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, Mapping) or not all(

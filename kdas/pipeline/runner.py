@@ -17,6 +17,7 @@ from kdas.pipeline.config import STAGES, PipelineConfig
 from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import config_hash, to_dict
+from kdas.utils.outputs import check_out_dir
 
 
 def _below(name: str) -> property:
@@ -116,7 +117,7 @@ def run_pipeline(
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown:
         raise KdasError(f"unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})")
-    paths = RunPaths(Path(cfg.runs_dir) / cfg.name)
+    paths = RunPaths(check_out_dir(Path(cfg.runs_dir) / cfg.name, "the run folder"))
     paths.root.mkdir(parents=True, exist_ok=True)
     state = read_state(paths)
     ctx = StageContext(cfg, paths, resume, force, results={})

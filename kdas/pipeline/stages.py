@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from kdas.errors import KdasError
@@ -49,11 +50,22 @@ def data_stage(ctx: StageContext) -> dict[str, Any]:
     return {"summary": summarize(splits), "root": str(root), "layout": data.layout}
 
 
+def _resume(ctx: StageContext, stage_dir: Path) -> bool:
+    """`kdas pipeline --resume` continues the stages that have a checkpoint and starts the
+    others; a single stage's `--resume` with nothing to resume is an error instead."""
+    from kdas.engine.runner import has_checkpoint
+
+    return ctx.resume and has_checkpoint(stage_dir)
+
+
 def teacher_stage(ctx: StageContext) -> dict[str, Any]:
     from kdas.engine.stages import train_teacher
 
     result = train_teacher(
-        _with_data(ctx.cfg.teacher, ctx), ctx.paths.teacher, resume=ctx.resume, force=ctx.force
+        _with_data(ctx.cfg.teacher, ctx),
+        ctx.paths.teacher,
+        resume=_resume(ctx, ctx.paths.teacher),
+        force=ctx.force,
     )
     return {"metrics": result.metrics, "seconds": result.wall_time_s}
 
@@ -67,7 +79,9 @@ def search_stage(ctx: StageContext) -> dict[str, Any]:
         cfg.teacher = str(ctx.paths.teacher)
     if cfg.latency.target and not cfg.latency.table:
         cfg.latency.table = (ctx.results.get("latency") or {}).get("table") or ""
-    result = run_search(cfg, ctx.paths.search, resume=ctx.resume, force=ctx.force)
+    result = run_search(
+        cfg, ctx.paths.search, resume=_resume(ctx, ctx.paths.search), force=ctx.force
+    )
     return {"genotype": genotype_to_dict(result.genotype), "seconds": result.wall_time_s}
 
 
@@ -78,7 +92,9 @@ def student_stage(ctx: StageContext) -> dict[str, Any]:
     cfg.genotype = str(ctx.paths.search / GENOTYPE_FILE)
     if cfg.loss.uses_teacher:
         cfg.teacher = str(ctx.paths.teacher)
-    result = train_student(cfg, ctx.paths.student, resume=ctx.resume, force=ctx.force)
+    result = train_student(
+        cfg, ctx.paths.student, resume=_resume(ctx, ctx.paths.student), force=ctx.force
+    )
     return {"metrics": result.metrics, "seconds": result.wall_time_s}
 
 

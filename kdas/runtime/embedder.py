@@ -107,14 +107,8 @@ class Embedder:
         self.info = read_model_info(self.model_path, session=self._session)
         self.backend = "onnxruntime"
         self.providers = list(self._session.get_providers())
+        # read_model_info checked the graph's input and output against the metadata
         inputs = {i.name: i for i in self._session.get_inputs()}
-        outputs = [o.name for o in self._session.get_outputs()]
-        if self.info.input_name not in inputs or self.info.output_name not in outputs:
-            raise KdasError(
-                f"{self.model_path}: metadata names input {self.info.input_name!r} / output "
-                f"{self.info.output_name!r} but the graph has {sorted(inputs)} / {outputs}; "
-                "re-export the model"
-            )
         first_dim = inputs[self.info.input_name].shape[0]
         self._fixed_batch = first_dim if isinstance(first_dim, int) and first_dim > 0 else None
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -82,11 +83,14 @@ class IndexParams:
             raise KdasError(f"unknown vector storage {self.storage!r}: use {', '.join(STORAGES)}")
         if index_type == "flat" and self.storage != "flat":
             raise KdasError("a flat index stores exact float32: use ivf or hnsw for sq8/fp16")
-        for name in ("nprobe", "m", "ef_construction", "ef_search"):
-            if int(getattr(self, name)) < 1:
-                raise KdasError(f"index parameter {name} must be >= 1, got {getattr(self, name)}")
-        if self.nlist is not None and self.nlist < 1:
-            raise KdasError(f"index parameter nlist must be >= 1, got {self.nlist}")
+        for name in ("nlist", "nprobe", "m", "ef_construction", "ef_search"):
+            value = getattr(self, name)
+            if name == "nlist" and value is None:  # picked from the gallery size at build time
+                continue
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise KdasError(f"index parameter {name} must be an integer, got {value!r}")
+            if value < 1:
+                raise KdasError(f"index parameter {name} must be >= 1, got {value}")
 
 
 def default_nlist(count: int) -> int:

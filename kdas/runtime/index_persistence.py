@@ -8,12 +8,19 @@
 Saving builds the whole folder in a temp sibling and swaps it in, so a crash leaves the previous
 index intact; loading checks every file's size (and sha256) first, so a flipped byte is caught
 here and not as silently wrong search results.
+
+A save holds an exclusive `flock` on the parent folder while its temp sibling exists, so a temp
+sibling nobody holds that lock for was left by a writer that died (kill -9, power loss): opening
+the index removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,12 @@ from kdas.runtime.metadata import GalleryTable, read_sqlite, write_sqlite
 from kdas.runtime.model_meta import EmbeddingModelInfo
 from kdas.utils.atomic import atomic_directory, atomic_write_json
 from kdas.utils.hashing import sha256_file
+from kdas.utils.outputs import check_out_dir
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: saves take no lock, so temp siblings are never deleted
+    fcntl = None  # type: ignore[assignment]
 
 
 def store_manifest(
@@ -72,10 +85,33 @@ def _file_entry(path: Path) -> dict[str, Any]:
     return {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
 
 
+def check_target(target: Path) -> None:
+    """Refuse, before any work, a place an index folder cannot be written to without destroying
+    something: an existing file (the swap would replace it), a path below a file, or a folder
+    that is not an index (saving replaces the whole folder)."""
+    check_out_dir(target)
+    if target.is_dir() and not (target / MANIFEST_FILE).is_file() and any(target.iterdir()):
+        raise KdasError(
+            f"{target} is a folder that is not a kdas index (it has no {MANIFEST_FILE}): "
+            "saving an index there would replace everything in it; choose a new or empty folder"
+        )
+
+
 def write_folder(
     target: Path, store: GalleryStore, manifest: IndexManifest, model_path: Path | None
 ) -> None:
     """Write the index, its records, its model and the manifest (with checksums) atomically."""
+    check_target(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _writer_lock(target, wait=True) as held:
+        if held:  # no other writer is live: every temp sibling is a dead one's
+            _remove_temps(target)
+        _write_folder(target, store, manifest, model_path)
+
+
+def _write_folder(
+    target: Path, store: GalleryStore, manifest: IndexManifest, model_path: Path | None
+) -> None:
     with atomic_directory(target) as tmp:
         fb.write_index(store.faiss_index, tmp / INDEX_FILE)
         write_sqlite(store.table, tmp / GALLERY_FILE)
@@ -118,18 +154,109 @@ def _check_counts(
             f"{folder / GALLERY_FILE} lists {len(table)} images, the manifest says "
             f"{manifest.count}: rebuild the index"
         )
+    if len(table) and manifest.next_id <= int(table.ids[-1]):
+        raise KdasError(
+            f"{folder / MANIFEST_FILE} says the next gallery id is {manifest.next_id}, but "
+            f"{folder / GALLERY_FILE} already holds id {int(table.ids[-1])}: rebuild the index"
+        )
+
+
+def check_params(folder: Path, manifest: IndexManifest) -> fb.IndexParams:
+    """The manifest's index type and parameters, checked as a build checks them."""
+    source = folder / MANIFEST_FILE
+    try:
+        params = fb.IndexParams.from_dict(manifest.index_params)
+        params.validate(manifest.index_type)
+    except KdasError as exc:
+        raise KdasError(f"{source}: {exc}; rebuild the index") from None
+    except (TypeError, ValueError) as exc:
+        raise KdasError(
+            f"{source}: index_params are malformed ({exc}); rebuild the index"
+        ) from None
+    return params
 
 
 def read_folder(
     folder: Path, expected_model: EmbeddingModelInfo | None, verify: bool
 ) -> tuple[IndexManifest, Any, GalleryTable]:
     """(manifest, FAISS index, records) of an index folder, refusing one built by a model other
-    than `expected_model`, an incomplete or corrupt one, and one whose counts disagree."""
+    than `expected_model`, an incomplete or corrupt one, and one whose counts disagree.
+    Temp folders a crashed save left beside it are removed first."""
+    remove_stale_temps(folder)
     manifest = read_manifest(folder)
     if expected_model is not None:
         check_model(manifest, expected_model, folder)
+    check_params(folder, manifest)
     check_files(folder, manifest, verify)
     faiss_index = fb.read_index(folder / INDEX_FILE)
     table = read_sqlite(folder / GALLERY_FILE)
     _check_counts(folder, manifest, faiss_index, table)
     return manifest, faiss_index, table
+
+
+# --- temp siblings of crashed saves -------------------------------------------------------------
+def _temp_pattern(folder: Path) -> re.Pattern[str]:
+    """The names `kdas.utils.atomic.atomic_directory` gives its temp siblings: the new folder
+    (mkdtemp: `.NAME.` + 8 random characters + `.tmp`, which after the swap holds the previous
+    folder while it is deleted) and, where renameat2 is missing, the previous one (`.NAME.old-PID`).
+    """
+    return re.compile(rf"\.{re.escape(folder.name)}\.(?:[a-z0-9_]{{8}}\.tmp|old-[0-9]+)")
+
+
+def temp_siblings(folder: Path) -> list[Path]:
+    """The temp folders of saves of `folder` that are beside it now (live or dead)."""
+    pattern = _temp_pattern(folder)
+    try:
+        entries = list(folder.parent.iterdir())
+    except OSError:
+        return []
+    return sorted(
+        p for p in entries if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+    )
+
+
+@contextlib.contextmanager
+def _writer_lock(folder: Path, wait: bool) -> Iterator[bool]:
+    """An exclusive flock on the parent folder (no lock file to leave behind); yields whether it
+    is held: False when another process holds it and `wait` is off, or where flock is missing or
+    refused (then a save goes ahead unlocked and nothing is deleted)."""
+    if fcntl is None:
+        yield False
+        return
+    try:
+        fd = os.open(folder.parent, os.O_RDONLY)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = True
+        except OSError:
+            held = False
+        yield held
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _remove_temps(folder: Path) -> list[Path]:
+    """Delete `folder`'s temp siblings (the caller holds the writer lock), never the folder
+    itself, and only beside a complete index: with the index missing, a crash between the two
+    renames of the fallback swap left the only copies in them."""
+    if not (folder / MANIFEST_FILE).is_file():
+        return []
+    removed = []
+    for path in temp_siblings(folder):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            removed.append(path)
+    return removed
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temp folders a save that died (kill -9, power loss) left beside `folder`;
+    returns them. Nothing is removed while a live writer holds the lock: its temp is in use."""
+    if not temp_siblings(folder):
+        return []
+    with _writer_lock(folder, wait=False) as held:
+        return _remove_temps(folder) if held else []

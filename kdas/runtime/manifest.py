@@ -83,6 +83,8 @@ class IndexManifest:
 
 def read_manifest(folder: Path) -> IndexManifest:
     path = folder / MANIFEST_FILE
+    if folder.exists() and not folder.is_dir():
+        raise KdasError(f"{folder} is a file, not an index folder (built by `kdas index build`)")
     if not folder.is_dir():
         raise KdasError(f"index folder {folder} does not exist: build one with `kdas index build`")
     if not path.is_file():

@@ -8,7 +8,7 @@ index refuses queries from a different one.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 
 from kdas.errors import KdasError
@@ -57,3 +57,23 @@ class EmbeddingModelInfo:
         values["mean"] = tuple(values["mean"])
         values["std"] = tuple(values["std"])
         return cls(**values)
+
+
+def check_input_dims(dims: Sequence[int | None], info: EmbeddingModelInfo, source: str) -> None:
+    """A graph's input shape (None for a dynamic dim, such as a symbolic batch) against what the
+    metadata promises: NCHW with 3 channels, of the input size the preprocessing resizes to.
+
+    Checked when a model loads, so a graph and metadata that disagree fail in one line naming
+    both shapes, not as a backend traceback at the first batch.
+    """
+    shown = "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
+    expected = (3, info.input_height, info.input_width)
+    what = f"{source}: the graph input {info.input_name!r} has shape {shown}"
+    redo = "re-export the model with `kdas export` so its graph and metadata agree"
+    if len(dims) != 4 or dims[1] not in (None, 3):
+        raise KdasError(f"{what}, not (N, 3, H, W): kdas models take NCHW RGB images; {redo}")
+    if any(d is not None and d != e for d, e in zip(dims[1:], expected, strict=True)):
+        raise KdasError(
+            f"{what} but its kdas metadata says (N, 3, {info.input_height}, "
+            f"{info.input_width}): {redo}"
+        )

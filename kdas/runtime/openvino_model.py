@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from kdas.errors import BackendUnavailable, KdasError
-from kdas.runtime.model_meta import PREFIX, EmbeddingModelInfo
+from kdas.runtime.model_meta import PREFIX, EmbeddingModelInfo, check_input_dims
 from kdas.utils.hashing import sha256_file
 
 DEVICES = ("CPU", "GPU", "NPU", "AUTO")
@@ -219,13 +219,7 @@ class OpenVINOModel:
 def check_input_shape(model: Any, info: EmbeddingModelInfo, source: Path) -> None:
     """The graph's (C, H, W) must be what the metadata promises the preprocessing will give."""
     shape = model.input(info.input_name).get_partial_shape()
+    if shape.rank.is_dynamic:
+        return  # any rank: nothing static to disagree with
     dims = [d.get_length() if d.is_static else None for d in shape]
-    expected = [3, info.input_height, info.input_width]
-    wrong = len(dims) != 4 or any(
-        d is not None and d != e for d, e in zip(dims[1:], expected, strict=True)
-    )
-    if wrong:
-        raise KdasError(
-            f"{source}: the graph input is {shape} but its metadata says (N, 3, "
-            f"{info.input_height}, {info.input_width}); re-export the model"
-        )
+    check_input_dims(dims, info, str(source))

@@ -20,6 +20,7 @@ from kdas.errors import KdasError
 from kdas.runtime.embedder import DEFAULT_BATCH_SIZE, Embedder, EmbedderChoice, ProgressCallback
 from kdas.runtime.faiss_backend import DEFAULT_DEVICE, DEFAULT_INDEX_TYPE, IndexParams
 from kdas.runtime.index import DEFAULT_K, GalleryIndex, SearchHit
+from kdas.runtime.index_persistence import check_target
 from kdas.runtime.manifest import check_model, read_manifest
 from kdas.runtime.metadata import as_record
 
@@ -57,6 +58,7 @@ def build_index(
     progress: ProgressCallback | None = None,
 ) -> GalleryIndex:
     """Embed every gallery image with the model and save a self-contained index folder."""
+    check_target(Path(out_dir))  # before the embedding, not after it
     recs = [as_record(r) for r in records]
     if not recs:
         raise KdasError("the gallery is empty: nothing to index")
@@ -214,7 +216,10 @@ def evaluate_index_on_dataset(
     written as JSON to `out` when given."""
     from kdas.data.layouts import load_dataset  # layouts import no torch
     from kdas.utils.atomic import atomic_write_json
+    from kdas.utils.outputs import check_out_file
 
+    if out is not None:
+        check_out_file(out, example="metrics.json")  # before the embedding, not after it
     splits = load_dataset(data_root, layout, **(options or {}))
     index, embedder = open_with_embedder(index_dir, choice=choice)
     result = evaluate_index(

@@ -71,7 +71,19 @@ class ServiceConfig:
 @dataclass
 class Upload:
     name: str
-    data: bytes
+    data: bytes  # the image, or (an oversized one from a request) its first limit + 1 bytes
+    size: int | None = None  # the whole upload's bytes; None: not known beyond len(data)
+
+
+def upload_size_text(upload: Upload, limit_mb: float) -> str:
+    """How big an oversized upload is: its real size, or "more than" the limit where only the
+    first bytes were read. Never the number of bytes read presented as the size."""
+    if upload.size is None:
+        return f"more than {limit_mb:g} MB"
+    megabytes = upload.size / 2**20
+    if round(megabytes, 1) > limit_mb:
+        return f"{megabytes:.1f} MB"
+    return f"{upload.size:,} bytes"  # just over the limit: one decimal would read as the limit
 
 
 class GalleryService:
@@ -150,12 +162,13 @@ class GalleryService:
             raise RequestError(
                 413, f"{len(uploads)} images in one request; the limit is {self.config.max_batch}"
             )
+        limit = self.config.max_upload_mb
         for upload in uploads:
-            if len(upload.data) > self.config.max_upload_bytes:
+            if max(len(upload.data), upload.size or 0) > self.config.max_upload_bytes:
                 raise RequestError(
                     413,
-                    f"image {upload.name!r} is {len(upload.data) / 2**20:.1f} MB; the limit is "
-                    f"{self.config.max_upload_mb:g} MB per image",
+                    f"image {upload.name!r} is {upload_size_text(upload, limit)}; the limit is "
+                    f"{limit:g} MB per image",
                 )
 
     def _per_image(self, values: list[int] | None, n: int, name: str) -> list[int] | None:
@@ -431,6 +444,16 @@ def _add_read_routes(app: Any, service: GalleryService) -> None:
         )
 
 
+def _spooled_size(file: Any) -> int | None:
+    """The whole size of a multipart file (Starlette spools it before the route runs)."""
+    if getattr(file, "size", None) is not None:
+        return int(file.size)
+    try:
+        return int(file.file.seek(0, os.SEEK_END))
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def _add_upload_routes(app: Any, service: GalleryService) -> None:
     """Search (open) and gallery changes (bearer token)."""
     from typing import Annotated
@@ -451,8 +474,9 @@ def _add_upload_routes(app: Any, service: GalleryService) -> None:
         limit = service.config.max_upload_bytes
         uploads = []
         for i, file in enumerate(files):
-            data = await file.read(limit + 1)
-            uploads.append(Upload(file.filename or f"image {i + 1}", data))
+            data = await file.read(limit + 1)  # one byte over the limit is enough to refuse it
+            size = len(data) if len(data) <= limit else _spooled_size(file)
+            uploads.append(Upload(file.filename or f"image {i + 1}", data, size))
         return uploads
 
     @app.post("/v1/search", summary="Top-k gallery hits for one or more query images")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdas.errors import BackendUnavailable, KdasError
-from kdas.runtime.model_meta import EmbeddingModelInfo
+from kdas.runtime.model_meta import EmbeddingModelInfo, check_input_dims
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -137,7 +137,8 @@ def read_model_info(
     path: str | os.PathLike[str] | None = None,
     session: onnxruntime.InferenceSession | None = None,
 ) -> EmbeddingModelInfo:
-    """Read the kdas metadata an exported model carries, without importing the `onnx` package.
+    """Read the kdas metadata an exported model carries, without importing the `onnx` package,
+    and check the graph against it (`check_graph`).
 
     Pass an open session to avoid loading the model twice.
     """
@@ -147,4 +148,24 @@ def read_model_info(
         session = create_session(path, providers="cpu", graph_optimization="disabled")
     source = str(path) if path is not None else "ONNX model"
     props = session.get_modelmeta().custom_metadata_map
-    return EmbeddingModelInfo.from_metadata_props(props, source=source)
+    info = EmbeddingModelInfo.from_metadata_props(props, source=source)
+    check_graph(session, info, source)
+    return info
+
+
+def check_graph(
+    session: onnxruntime.InferenceSession, info: EmbeddingModelInfo, source: str
+) -> None:
+    """The graph has the input and output its metadata names, and the input shape it promises
+    (static dims only: a symbolic batch, or any dynamic dim, accepts what preprocessing gives)."""
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = [o.name for o in session.get_outputs()]
+    if info.input_name not in inputs or info.output_name not in outputs:
+        raise KdasError(
+            f"{source}: metadata names input {info.input_name!r} / output "
+            f"{info.output_name!r} but the graph has {sorted(inputs)} / {outputs}; "
+            "re-export the model with `kdas export`"
+        )
+    shape = inputs[info.input_name].shape or []
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    check_input_dims(dims, info, source)

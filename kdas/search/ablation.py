@@ -39,6 +39,7 @@ from kdas.progress import console
 from kdas.search.config import SearchConfig
 from kdas.utils.atomic import atomic_output_path, atomic_write_json, atomic_write_text
 from kdas.utils.config import to_dict
+from kdas.utils.outputs import check_out_dir
 
 MODES = ("none", "constant", "dynamic")
 MODE_LABELS = {
@@ -69,6 +70,7 @@ class AblationConfig:
 def run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, Any]:
     """Search and retrain one (mode, seed) into `out`; a finished part is reused, an interrupted
     one resumed, so benchmarks can pair their runs with the ablation's own."""
+    from kdas.engine.runner import has_checkpoint
     from kdas.engine.stages import train_student
     from kdas.search.loop import run_search
 
@@ -78,14 +80,14 @@ def run_one(cfg: AblationConfig, mode: str, seed: int, out: Path) -> dict[str, A
     search_cfg.run.seed = seed
     search_cfg.split_seed = seed
     if not (search_dir / GENOTYPE_FILE).is_file():
-        run_search(search_cfg, search_dir, resume=True)
+        run_search(search_cfg, search_dir, resume=has_checkpoint(search_dir))
     student_cfg = copy.deepcopy(cfg.student)
     student_cfg.genotype = str(search_dir / GENOTYPE_FILE)
     retrain = mode if cfg.retrain_kd == "same" else cfg.retrain_kd
     student_cfg.loss.kd = replace(student_cfg.loss.kd, mode=retrain)
     student_cfg.run.seed = seed
     if not (student_dir / CONFIG_FILE).is_file():
-        train_student(student_cfg, student_dir, resume=True)
+        train_student(student_cfg, student_dir, resume=has_checkpoint(student_dir))
     facts = json.loads((student_dir / CONFIG_FILE).read_text())["facts"]
     final = json.loads((student_dir / METRICS_FILE).read_text())["final"]
     return {
@@ -378,7 +380,7 @@ def write_ablation(cfg: AblationConfig, report: AblationReport, out_dir: Path) -
 
 def run_ablation_report(cfg: AblationConfig, out_dir: str | Path) -> AblationReport:
     """All modes × seeds on the same data and split seeds; writes ablation.md/.csv/.png/.json."""
-    out_dir = Path(out_dir)
+    out_dir = check_out_dir(out_dir)
     runs = []
     for seed in range(cfg.seeds):
         for mode in cfg.modes:

@@ -8,6 +8,7 @@ from typing import Literal
 from kdas.engine.config import DataConfig, LossConfig, RunConfig
 from kdas.losses.distillation import KDSchedule
 from kdas.models.spec import SupernetArch
+from kdas.utils.config import bounded
 
 
 @dataclass
@@ -27,7 +28,7 @@ class LatencyConfig:
 
     table: str = ""  # a latency table JSON (`kdas latency profile`)
     target: str = ""
-    weight: float = 1.0
+    weight: float = bounded(1.0, ge=0)
     allow_foreign: bool = False  # accept a table whose fingerprint is another machine's
     # derive a cell that meets the target (greedy op swaps, `kdas.search.budget`) when one exists
     enforce: bool = True
@@ -37,18 +38,20 @@ class LatencyConfig:
 class SearchOptimConfig:
     """Paper 4.2.1: SGD 0.1 -> 0.001 cosine (momentum 0.9, wd 5e-4) for w; Adam 0.02 for α."""
 
-    w_lr: float = 0.1
-    w_lr_min: float = 0.001
-    w_momentum: float = 0.9
-    w_weight_decay: float = 5e-4
-    grad_clip: float = 5.0
-    arch_lr: float = 0.02
+    w_lr: float = bounded(0.1, gt=0)
+    w_lr_min: float = bounded(0.001, ge=0)
+    w_momentum: float = bounded(0.9, ge=0, lt=1)
+    w_weight_decay: float = bounded(5e-4, ge=0)
+    grad_clip: float = bounded(5.0, gt=0)
+    arch_lr: float = bounded(0.02, gt=0)
     arch_betas: tuple[float, float] = (0.5, 0.999)
-    arch_weight_decay: float = 5e-4
+    arch_weight_decay: float = bounded(5e-4, ge=0)
     order: Literal[1, 2] = 1  # 2: DARTS unrolled (second-order) architecture gradient
     hessian: Literal["exact", "finite_difference"] = "exact"  # order 2: how ∇²α,w is taken
-    fd_scale: float = 0.01  # finite difference step: ε = fd_scale / ‖∇w' L_val‖ (DARTS)
-    arch_start_epoch: int = 0  # epochs of weight-only warm-up before α moves
+    fd_scale: float = bounded(
+        0.01, gt=0
+    )  # finite difference step: ε = fd_scale / ‖∇w' L_val‖ (DARTS)
+    arch_start_epoch: int = bounded(0, ge=0)  # epochs of weight-only warm-up before α moves
 
 
 @dataclass

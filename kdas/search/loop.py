@@ -27,7 +27,7 @@ from kdas.search.config import SearchConfig
 from kdas.search.latency import LatencyTerm, build_latency_term
 from kdas.search.stability import early_stop_reason, stability_record
 from kdas.utils.atomic import atomic_write_json
-from kdas.utils.config import config_hash, to_dict
+from kdas.utils.config import check_bounds, config_hash, to_dict
 
 
 @dataclass
@@ -306,6 +306,7 @@ def run_search(
 ) -> SearchResult:
     """Search a cell; writes genotype.json, alphas.jsonl, pictures and checkpoints/."""
     out_dir = Path(out_dir)
+    check_bounds(cfg)
     _check_precision(cfg)
     _check_objective(cfg)
     primitives = resolve_primitives(cfg.ops)

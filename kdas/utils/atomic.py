@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from kdas.errors import KdasError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -58,10 +60,26 @@ def _exchange(a: Path, b: Path) -> bool:
     return result == 0
 
 
+def _make_parent(path: Path, kind: str) -> None:
+    """The folder `path` goes into, made when missing; an existing `path` of the other kind
+    (a file where a folder goes, or the reverse) or a file among its ancestors is one error,
+    before anything is written: a swap would otherwise replace it."""
+    if kind == "folder" and path.exists() and not path.is_dir():
+        raise KdasError(f"{path} is a file, not a folder: give a folder (it is made when missing)")
+    if kind == "file" and path.is_dir():
+        raise KdasError(f"{path} is a folder: give the path of the file to write")
+    ancestor = path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise KdasError(f"cannot make {path}: {ancestor} is a file, not a folder")
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Replace `path` with `data` so a reader sees the old file or the new one, never a mix."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path, "file")
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, _FILE_MODE)
@@ -91,7 +109,7 @@ def atomic_output_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temp path next to `path` for a writer that wants a file name (torch.save, PIL,
     onnx); it is renamed onto `path` only when the block finishes without an exception."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path, "file")
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
     )
@@ -116,7 +134,7 @@ def atomic_directory(path: str | os.PathLike[str]) -> Iterator[Path]:
     block leaves it untouched and removes the partial temp folder.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_parent(path, "folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, _DIR_MODE)
     try:

@@ -164,6 +164,59 @@ def _over_field_default(f: dataclasses.Field[Any], value: Any) -> Any:
     return _overlay(default, value)
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The range a numeric config value must lie in (each element, for a tuple of numbers)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def violation(self, value: Any) -> str | None:
+        """Why `value` is out of range; None when it is in range (or None, i.e. unset)."""
+        if value is None:
+            return None
+        if isinstance(value, list | tuple):
+            return next((v for v in map(self.violation, value) if v), None)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        for limit, holds, text in (
+            (self.ge, lambda v, x: v >= x, ">="),
+            (self.gt, lambda v, x: v > x, ">"),
+            (self.le, lambda v, x: v <= x, "<="),
+            (self.lt, lambda v, x: v < x, "<"),
+        ):
+            if limit is not None and not holds(value, limit):
+                return f"must be {text} {limit:g}, got {value!r}"
+        return None
+
+
+def bounded(
+    default: Any,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+) -> Any:
+    """A dataclass field with a checked range: `epochs: int = bounded(60, ge=1)`."""
+    return dataclasses.field(default=default, metadata={"bounds": Bounds(ge, gt, le, lt)})
+
+
+def check_bounds(config: Any, where: str = "config") -> None:
+    """Every bounded field of a config and of the configs nested in it, for configs built in
+    Python (from_dict checks the ones read from files and options as it builds them)."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        return
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        bounds = f.metadata.get("bounds")
+        if bounds is not None and (problem := bounds.violation(value)):
+            raise KdasError(f"{where}.{f.name} {problem}")
+        check_bounds(value, f"{where}.{f.name}")
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
     """Build dataclass `cls` from a mapping, converting nested tables and checking types.
 
@@ -180,6 +233,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T
         name: _convert(_over_field_default(fields[name], value), hints[name], f"{where}.{name}")
         for name, value in data.items()
     }
+    for name, value in kwargs.items():
+        bounds = fields[name].metadata.get("bounds")
+        if bounds is not None and (problem := bounds.violation(value)):
+            raise KdasError(f"{where}.{name} {problem}")
     try:
         return cls(**kwargs)
     except TypeError as exc:
