@@ -64,10 +64,8 @@ def build_command(
 ) -> None:
     """Embed a gallery with a model (.onnx, OpenVINO .xml or TensorRT .engine) and write a
     self-contained index folder."""
-    from kdas.runtime.index_persistence import check_target
     from kdas.runtime.pipeline import build_index
 
-    check_target(out)  # before reading the gallery: a file or foreign folder is never replaced
     records = _gallery_records(
         gallery, layout, common.layout_options(variant, merge_val, distractors) or {}
     )

@@ -37,7 +37,6 @@ from kdas.models.spec import ModelSpec, StudentArch
 from kdas.progress import console
 from kdas.utils.atomic import atomic_write_json
 from kdas.utils.config import check_bounds, config_hash, to_dict
-from kdas.utils.outputs import check_out_dir
 
 STAGE = "pretrain"  # config.json's `stage`
 TOP_K = 5
@@ -280,7 +279,6 @@ def pretrain(
     out_dir = Path(out_dir)
     check_bounds(cfg)
     _check_config(cfg)
-    check_out_dir(out_dir)
     genotype = genotype_to_dict(load_genotype(cfg.genotype))
     splits = scan_image_folder(cfg.data.root)  # before --force may clear anything
     runner = EpochRunner.open(cfg.run, out_dir, TRAIN_LOG, resume, force)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kdas.errors import KdasError
+from kdas.utils.outputs import writable_ancestor
 
 
 def _current_umask() -> int:
@@ -68,11 +69,7 @@ def _make_parent(path: Path, kind: str) -> None:
         raise KdasError(f"{path} is a file, not a folder: give a folder (it is made when missing)")
     if kind == "file" and path.is_dir():
         raise KdasError(f"{path} is a folder: give the path of the file to write")
-    ancestor = path.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise KdasError(f"cannot make {path}: {ancestor} is a file, not a folder")
+    writable_ancestor(path)
     path.parent.mkdir(parents=True, exist_ok=True)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from kdas.errors import KdasError
 
 
-def _writable_ancestor(path: Path) -> Path:
+def writable_ancestor(path: Path) -> Path:
     """The nearest existing ancestor of `path`, which must be a folder kdas can write into."""
     ancestor = path.absolute().parent
     while not ancestor.exists():
@@ -35,7 +35,7 @@ def check_out_dir(path: str | os.PathLike[str], option: str = "--out") -> Path:
         if not os.access(path, os.W_OK | os.X_OK):
             raise KdasError(f"cannot write into {path}: the folder is not writable")
         return path
-    _writable_ancestor(path)
+    writable_ancestor(path)
     return path
 
 
@@ -52,5 +52,5 @@ def check_out_file(
         raise KdasError(f"{option} {path} is a folder: give a file name, e.g. {path / example}")
     if path.exists() and not force:
         raise KdasError(f"{path} exists: pass --force to overwrite it")
-    _writable_ancestor(path)
+    writable_ancestor(path)
     return path
